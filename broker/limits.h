@@ -1,0 +1,81 @@
+/* Every limit Tern enforces, in one place, each with the reason for its value.
+ * Runtime config (config.h) may move a configurable limit between its _MIN and
+ * _MAX; values outside are refused at load, as nginx checks its directives. */
+#ifndef TERN_LIMITS_H
+#define TERN_LIMITS_H
+
+/* Names: the contract says 1-255 bytes; queues stop at 250 so "{q}.dlq" fits. */
+#define TERN_NAME_MAX_BYTES 255
+#define TERN_QUEUE_NAME_MAX_BYTES 250
+
+/* Message data size (contract default 64 KiB). The floor keeps room for the
+ * smallest useful JSON; the ceiling keeps one frame well under SQLite's 1 GB
+ * blob limit and a session's outbound bound. */
+#define TERN_MESSAGE_BYTES_DEFAULT (64 * 1024)
+#define TERN_MESSAGE_BYTES_MIN 64
+#define TERN_MESSAGE_BYTES_MAX (16 * 1024 * 1024)
+
+/* An event name is metadata, not payload: short on purpose. */
+#define TERN_EVENT_NAME_MAX_BYTES 255
+/* Idempotency keys: long enough for a UUID plus a prefix, short enough to index. */
+#define TERN_IDEM_KEY_MAX_BYTES 128
+
+/* History retention (contract: at least the last 1000 messages or 24 hours). */
+#define TERN_HISTORY_MESSAGES_DEFAULT 1000
+#define TERN_HISTORY_AGE_S_DEFAULT (24 * 3600)
+/* One history read returns at most this many messages (REST `limit` 1-1000);
+ * a subscriber catching up from an older seq is served page by page. */
+#define TERN_HISTORY_PAGE_MAX 1000
+#define TERN_HISTORY_PAGE_DEFAULT 100
+
+/* Idempotency window (contract: 2 minutes). */
+#define TERN_IDEM_WINDOW_S_DEFAULT 120
+
+/* Store thread: one transaction takes at most this many ops / bytes so one
+ * commit's latency stays bounded while the queue behind it still batches. */
+#define TERN_STORE_BATCH_OPS 4096
+#define TERN_STORE_BATCH_BYTES (8 * 1024 * 1024)
+/* Writes waiting for the store thread. Past this, publish gets 50300
+ * (retryable): the disk is the bottleneck and memory must not absorb it. */
+#define TERN_STORE_QUEUE_BYTES_DEFAULT (64 * 1024 * 1024)
+#define TERN_STORE_QUEUE_OPS_MAX 65536
+/* How often expired history and idempotency keys are swept. */
+#define TERN_STORE_SWEEP_MS 1000
+
+/* Sessions. The outbound bound is what a slow subscriber may hold before it is
+ * closed with 4008; 4 MiB is 64 full-size messages, or seconds of a busy feed. */
+#define TERN_SESSION_QUEUE_BYTES_DEFAULT (4 * 1024 * 1024)
+#define TERN_SESSION_QUEUE_BYTES_MIN (64 * 1024)
+#define TERN_SESSION_QUEUE_BYTES_MAX (1024 * 1024 * 1024)
+/* Frames queued to one session, whatever their size (a flood of tiny frames
+ * must hit a bound too). */
+#define TERN_SESSION_QUEUE_FRAMES_MAX 65536
+/* Channels one connection may subscribe to. */
+#define TERN_SESSION_SUBS_MAX 10000
+/* Requests one connection may have in flight (publishes awaiting commit, history
+ * reads); beyond it the connection stops being read until some complete. */
+#define TERN_SESSION_INFLIGHT_MAX 1024
+/* Frames written per writable callback: bounds one loop turn (libuv reads 32). */
+#define TERN_SESSION_WRITES_PER_TURN 64
+
+/* Heartbeat (contract default 15 s). */
+#define TERN_HEARTBEAT_MS_DEFAULT 15000
+#define TERN_HEARTBEAT_MS_MIN 100
+#define TERN_HEARTBEAT_MS_MAX 300000
+
+/* REST bodies: a batch of messages; checked against Content-Length before a
+ * byte is buffered. */
+#define TERN_REST_BODY_BYTES_DEFAULT (1024 * 1024)
+#define TERN_REST_BODY_BYTES_MAX (256 * 1024 * 1024)
+/* Messages in one REST publish batch. */
+#define TERN_REST_BATCH_MAX 1000
+
+/* HTTP / WebSocket handshakes and idle keep-alive connections end after this. */
+#define TERN_HANDSHAKE_TIMEOUT_S_DEFAULT 10
+#define TERN_HANDSHAKE_TIMEOUT_S_MIN 1
+#define TERN_HANDSHAKE_TIMEOUT_S_MAX 300
+
+/* Graceful shutdown: clients get up to this long to answer the close frame. */
+#define TERN_SHUTDOWN_GRACE_MS 5000
+
+#endif

@@ -1,0 +1,675 @@
+#include "store.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "err.h"
+#include "hmap.h"
+#include "list.h"
+#include "limits.h"
+
+/* A channel as the store thread knows it. seq_pending runs ahead of
+ * seq_committed inside a transaction; seq_committed is read by the loop under
+ * the mutex. */
+struct schan {
+	struct hmap_node node;
+	int64_t db_id;
+	uint64_t seq_pending;
+	uint64_t seq_committed;
+	bool in_db;	     /* its channels row is committed */
+	uint64_t batch_mark; /* batch that touched it last */
+	char name[];
+};
+
+enum {
+	ST_INS_CHAN, ST_UPD_CHAN, ST_INS_MSG, ST_GET_IDEM, ST_PUT_IDEM,
+	ST_HIST_FWD, ST_HIST_BACK, ST_SWEEP_MSG, ST_SWEEP_IDEM,
+	ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_COUNT
+};
+
+static const char *const sql_text[ST_COUNT] = {
+	[ST_INS_CHAN] = "INSERT INTO channels(name, last_seq) VALUES (?1, 0)",
+	[ST_UPD_CHAN] = "UPDATE channels SET last_seq = ?2 WHERE id = ?1",
+	[ST_INS_MSG] = "INSERT INTO messages(chan_id, seq, id, name, data, enc, ts) "
+		       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+	[ST_GET_IDEM] = "SELECT seq, msg_id, ts FROM idem WHERE chan_id = ?1 AND key = ?2",
+	[ST_PUT_IDEM] = "INSERT OR REPLACE INTO idem(chan_id, key, seq, msg_id, ts) "
+			"VALUES (?1, ?2, ?3, ?4, ?5)",
+	[ST_HIST_FWD] = "SELECT seq, id, name, data, enc, ts FROM messages WHERE chan_id = ?1 "
+			"AND seq > ?2 AND seq < ?3 ORDER BY seq ASC LIMIT ?4",
+	[ST_HIST_BACK] = "SELECT seq, id, name, data, enc, ts FROM messages WHERE chan_id = ?1 "
+			 "AND seq > ?2 AND seq < ?3 ORDER BY seq DESC LIMIT ?4",
+	/* Retention: a row goes only when it is both older than the age limit and
+	 * outside the last N of its channel ("at least N or T", as the contract
+	 * promises). The ts index keeps the scan to old rows. */
+	[ST_SWEEP_MSG] = "DELETE FROM messages WHERE ts < ?1 AND seq <= "
+			 "(SELECT c.last_seq FROM channels c WHERE c.id = messages.chan_id) - ?2",
+	[ST_SWEEP_IDEM] = "DELETE FROM idem WHERE ts < ?1",
+	[ST_BEGIN] = "BEGIN IMMEDIATE",
+	[ST_COMMIT] = "COMMIT",
+	[ST_ROLLBACK] = "ROLLBACK",
+};
+
+static const char schema[] =
+	"CREATE TABLE IF NOT EXISTS channels(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+	" last_seq INTEGER NOT NULL);"
+	"CREATE TABLE IF NOT EXISTS messages(chan_id INTEGER NOT NULL, seq INTEGER NOT NULL,"
+	" id TEXT NOT NULL, name TEXT, data BLOB NOT NULL, enc INTEGER NOT NULL, ts INTEGER NOT NULL,"
+	" PRIMARY KEY(chan_id, seq)) WITHOUT ROWID;"
+	"CREATE INDEX IF NOT EXISTS messages_ts ON messages(ts);"
+	"CREATE TABLE IF NOT EXISTS idem(chan_id INTEGER NOT NULL, key TEXT NOT NULL,"
+	" seq INTEGER NOT NULL, msg_id TEXT NOT NULL, ts INTEGER NOT NULL,"
+	" PRIMARY KEY(chan_id, key)) WITHOUT ROWID;"
+	"CREATE INDEX IF NOT EXISTS idem_ts ON idem(ts);";
+
+const double store_commit_buckets_s[12] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+					   0.05, 0.1, 0.25, 0.5, 1.0, 1e300};
+
+struct store {
+	struct store_config cfg;
+	sqlite3 *db;
+	sqlite3_stmt *st[ST_COUNT];
+	pthread_t thread;
+	bool thread_started;
+
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	struct store_op *in_head, **in_tail; /* loop -> thread */
+	size_t in_bytes, in_ops;
+	struct store_op *out_head, **out_tail; /* thread -> loop */
+	bool stopping;
+	struct hmap chans; /* store thread writes; loop reads under mu */
+	struct store_stats stats;
+
+	/* store thread only */
+	uint64_t batch_no;
+	struct schan **touched;
+	size_t ntouched, touched_cap;
+	int64_t last_sweep_ms;
+};
+
+static int map_sqlite(int rc)
+{
+	if (rc == SQLITE_FULL || rc == SQLITE_BUSY || rc == SQLITE_LOCKED || rc == SQLITE_IOERR)
+		return TERN_EUNAVAIL;
+	return TERN_EINTERNAL;
+}
+
+static size_t op_bytes(const struct store_op *op)
+{
+	if (op->kind == STORE_OP_PUBLISH)
+		return op->msg->data_len + op->msg->chan_len + op->msg->name_len + op->idem_len;
+	return 0;
+}
+
+static int64_t now_ms(struct store *s) { return s->cfg.now_ms(s->cfg.clock_arg); }
+
+/* --- channel map (store thread; mutations under mu so the loop can read) --- */
+
+static struct schan *chan_find(struct store *s, const char *name, size_t len)
+{
+	struct hmap_node *n = hmap_get(&s->chans, name, len);
+	return n ? container_of(n, struct schan, node) : NULL;
+}
+
+static struct schan *chan_add(struct store *s, const char *name, size_t len, int64_t id,
+			      uint64_t last_seq, bool in_db)
+{
+	struct schan *c = calloc(1, sizeof(*c) + len + 1);
+	if (!c)
+		return NULL;
+	memcpy(c->name, name, len);
+	c->db_id = id;
+	c->seq_pending = c->seq_committed = last_seq;
+	c->in_db = in_db;
+	pthread_mutex_lock(&s->mu);
+	int rc = hmap_put(&s->chans, &c->node, c->name, len);
+	pthread_mutex_unlock(&s->mu);
+	if (rc != 0) {
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+static void chan_drop(struct store *s, struct schan *c)
+{
+	pthread_mutex_lock(&s->mu);
+	hmap_del(&s->chans, &c->node);
+	pthread_mutex_unlock(&s->mu);
+	free(c);
+}
+
+uint64_t store_last_seq(struct store *s, const char *chan, size_t len)
+{
+	pthread_mutex_lock(&s->mu);
+	struct schan *c = chan_find(s, chan, len);
+	uint64_t seq = c ? c->seq_committed : 0;
+	pthread_mutex_unlock(&s->mu);
+	return seq;
+}
+
+/* --- the write transaction --- */
+
+static int touch(struct store *s, struct schan *c)
+{
+	if (c->batch_mark == s->batch_no)
+		return 0;
+	if (s->ntouched == s->touched_cap) {
+		size_t cap = s->touched_cap ? s->touched_cap * 2 : 64;
+		struct schan **t = realloc(s->touched, cap * sizeof(*t));
+		if (!t)
+			return TERN_EINTERNAL;
+		s->touched = t;
+		s->touched_cap = cap;
+	}
+	c->batch_mark = s->batch_no;
+	s->touched[s->ntouched++] = c;
+	return 0;
+}
+
+static int step_done(sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : map_sqlite(rc);
+}
+
+static int chan_for_write(struct store *s, const struct tern_msg *m, struct schan **out)
+{
+	struct schan *c = chan_find(s, m->chan, m->chan_len);
+	if (!c) {
+		sqlite3_stmt *st = s->st[ST_INS_CHAN];
+		sqlite3_bind_text(st, 1, m->chan, (int)m->chan_len, SQLITE_STATIC);
+		int rc = step_done(st);
+		if (rc != 0)
+			return rc;
+		c = chan_add(s, m->chan, m->chan_len, sqlite3_last_insert_rowid(s->db), 0, false);
+		if (!c)
+			return TERN_EINTERNAL;
+	}
+	*out = c;
+	return touch(s, c);
+}
+
+/* Looks the key up; returns 1 with op->dup* filled when it is a live duplicate. */
+static int idem_check(struct store *s, struct schan *c, struct store_op *op, int64_t now)
+{
+	sqlite3_stmt *st = s->st[ST_GET_IDEM];
+	int found = 0;
+	sqlite3_bind_int64(st, 1, c->db_id);
+	sqlite3_bind_text(st, 2, op->idem_key, (int)op->idem_len, SQLITE_STATIC);
+	int rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW && sqlite3_column_int64(st, 2) >= now - (int64_t)s->cfg.idem_window_ms) {
+		op->dup = true;
+		op->dup_seq = (uint64_t)sqlite3_column_int64(st, 0);
+		snprintf(op->dup_id, sizeof(op->dup_id), "%s", (const char *)sqlite3_column_text(st, 1));
+		found = 1;
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? found : map_sqlite(rc);
+}
+
+static int write_publish(struct store *s, struct store_op *op, int64_t now)
+{
+	struct tern_msg *m = op->msg;
+	struct schan *c;
+	int rc = chan_for_write(s, m, &c);
+	if (rc != 0)
+		return rc;
+	if (op->idem_key) {
+		rc = idem_check(s, c, op, now);
+		if (rc != 0)
+			return rc < 0 ? rc : 0;
+	}
+	m->seq = c->seq_pending + 1;
+	sqlite3_stmt *st = s->st[ST_INS_MSG];
+	sqlite3_bind_int64(st, 1, c->db_id);
+	sqlite3_bind_int64(st, 2, (int64_t)m->seq);
+	sqlite3_bind_text(st, 3, m->id, -1, SQLITE_STATIC);
+	if (m->has_name)
+		sqlite3_bind_text(st, 4, m->name, (int)m->name_len, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 5, m->data, (int)m->data_len, SQLITE_STATIC);
+	sqlite3_bind_int(st, 6, m->enc);
+	sqlite3_bind_int64(st, 7, m->ts_ms);
+	if ((rc = step_done(st)) != 0)
+		return rc;
+	c->seq_pending = m->seq;
+	if (op->idem_key) {
+		st = s->st[ST_PUT_IDEM];
+		sqlite3_bind_int64(st, 1, c->db_id);
+		sqlite3_bind_text(st, 2, op->idem_key, (int)op->idem_len, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, (int64_t)m->seq);
+		sqlite3_bind_text(st, 4, m->id, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 5, m->ts_ms);
+		rc = step_done(st);
+	}
+	return rc;
+}
+
+static void observe_commit(struct store *s, uint64_t ops, uint64_t us)
+{
+	double sec = (double)us / 1e6;
+	size_t b = 0;
+	while (sec > store_commit_buckets_s[b])
+		b++;
+	pthread_mutex_lock(&s->mu);
+	s->stats.batches++;
+	s->stats.batch_ops += ops;
+	s->stats.commit_us_sum += us;
+	s->stats.commit_hist[b]++;
+	pthread_mutex_unlock(&s->mu);
+}
+
+static uint64_t mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/* Ends the transaction. On commit the touched channels' seqs become visible;
+ * on failure everything the batch assigned is undone, so no seq is lost. */
+static int finish_tx(struct store *s, int rc)
+{
+	for (size_t i = 0; rc == 0 && i < s->ntouched; i++) {
+		struct schan *c = s->touched[i];
+		sqlite3_stmt *st = s->st[ST_UPD_CHAN];
+		sqlite3_bind_int64(st, 1, c->db_id);
+		sqlite3_bind_int64(st, 2, (int64_t)c->seq_pending);
+		rc = step_done(st);
+	}
+	if (rc == 0)
+		rc = step_done(s->st[ST_COMMIT]);
+	if (rc != 0)
+		step_done(s->st[ST_ROLLBACK]);
+	pthread_mutex_lock(&s->mu);
+	for (size_t i = 0; i < s->ntouched; i++) {
+		struct schan *c = s->touched[i];
+		if (rc == 0) {
+			c->seq_committed = c->seq_pending;
+			c->in_db = true;
+		} else {
+			c->seq_pending = c->seq_committed;
+		}
+	}
+	pthread_mutex_unlock(&s->mu);
+	if (rc != 0) {
+		for (size_t i = 0; i < s->ntouched; i++)
+			if (!s->touched[i]->in_db)
+				chan_drop(s, s->touched[i]);
+	}
+	s->ntouched = 0;
+	return rc;
+}
+
+static void run_writes(struct store *s, struct store_op *ops)
+{
+	int64_t now = now_ms(s);
+	uint64_t n = 0, t0 = mono_us();
+	int rc;
+
+	for (struct store_op *op = ops; op; op = op->next)
+		n += op->kind == STORE_OP_PUBLISH;
+	if (n == 0)
+		return;
+	s->batch_no++;
+	rc = step_done(s->st[ST_BEGIN]);
+	for (struct store_op *op = ops; rc == 0 && op; op = op->next)
+		if (op->kind == STORE_OP_PUBLISH)
+			rc = write_publish(s, op, now);
+	rc = finish_tx(s, rc);
+	for (struct store_op *op = ops; op; op = op->next) {
+		if (op->kind != STORE_OP_PUBLISH)
+			continue;
+		op->err = rc;
+		if (rc != 0) {
+			op->dup = false;
+			op->msg->seq = 0;
+		}
+	}
+	if (rc == 0)
+		observe_commit(s, n, mono_us() - t0);
+}
+
+/* --- reads and sweeps (outside the write transaction) --- */
+
+static struct tern_msg *row_to_msg(const struct store_op *op, sqlite3_stmt *st)
+{
+	const void *data = sqlite3_column_blob(st, 3);
+	int dlen = sqlite3_column_bytes(st, 3);
+	const char *name = (const char *)sqlite3_column_text(st, 2);
+	int nlen = sqlite3_column_bytes(st, 2);
+	struct tern_msg *m = msg_new(op->chan, op->chan_len, name, (size_t)nlen, data,
+				     (size_t)dlen, sqlite3_column_int(st, 4));
+	if (!m)
+		return NULL;
+	m->seq = (uint64_t)sqlite3_column_int64(st, 0);
+	snprintf(m->id, sizeof(m->id), "%s", (const char *)sqlite3_column_text(st, 1));
+	m->ts_ms = sqlite3_column_int64(st, 5);
+	return m;
+}
+
+static int run_history(struct store *s, struct store_op *op)
+{
+	pthread_mutex_lock(&s->mu);
+	struct schan *c = chan_find(s, op->chan, op->chan_len);
+	int64_t id = c && c->in_db ? c->db_id : -1;
+	pthread_mutex_unlock(&s->mu);
+	if (id < 0 || op->limit == 0)
+		return 0;
+	op->msgs = calloc(op->limit, sizeof(*op->msgs));
+	if (!op->msgs)
+		return TERN_EINTERNAL;
+	sqlite3_stmt *st = s->st[op->backwards ? ST_HIST_BACK : ST_HIST_FWD];
+	sqlite3_bind_int64(st, 1, id);
+	sqlite3_bind_int64(st, 2, (int64_t)op->after_seq);
+	sqlite3_bind_int64(st, 3, op->before_seq ? (int64_t)op->before_seq : INT64_MAX);
+	sqlite3_bind_int64(st, 4, op->limit);
+	int rc;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && op->nmsgs < op->limit) {
+		struct tern_msg *m = row_to_msg(op, st);
+		if (!m) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+		op->msgs[op->nmsgs++] = m;
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc == SQLITE_DONE || rc == SQLITE_ROW ? 0 : map_sqlite(rc);
+}
+
+static int run_sweep(struct store *s)
+{
+	int64_t now = now_ms(s);
+	sqlite3_stmt *st = s->st[ST_SWEEP_MSG];
+	sqlite3_bind_int64(st, 1, now - (int64_t)s->cfg.history_age_ms);
+	sqlite3_bind_int64(st, 2, s->cfg.history_messages);
+	int rc = step_done(st);
+	if (rc == 0) {
+		st = s->st[ST_SWEEP_IDEM];
+		sqlite3_bind_int64(st, 1, now - (int64_t)s->cfg.idem_window_ms);
+		rc = step_done(st);
+	}
+	s->last_sweep_ms = now;
+	return rc;
+}
+
+/* --- the thread --- */
+
+static struct store_op *take_batch(struct store *s)
+{
+	struct store_op *head = s->in_head, **tail = &head;
+	size_t ops = 0, bytes = 0;
+	while (*tail && ops < TERN_STORE_BATCH_OPS && bytes < TERN_STORE_BATCH_BYTES) {
+		bytes += op_bytes(*tail);
+		ops++;
+		tail = &(*tail)->next;
+	}
+	s->in_head = *tail;
+	if (!s->in_head)
+		s->in_tail = &s->in_head;
+	*tail = NULL;
+	s->in_ops -= ops;
+	s->in_bytes -= bytes;
+	return head;
+}
+
+static void wait_for_work(struct store *s)
+{
+	while (!s->in_head && !s->stopping) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		uint64_t ms = s->cfg.sweep_interval_ms;
+		ts.tv_sec += (time_t)(ms / 1000);
+		ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+		if (ts.tv_nsec >= 1000000000L)
+			ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+		if (pthread_cond_timedwait(&s->cond, &s->mu, &ts) == ETIMEDOUT)
+			break;
+	}
+}
+
+static void *store_main(void *arg)
+{
+	struct store *s = arg;
+	pthread_mutex_lock(&s->mu);
+	for (;;) {
+		wait_for_work(s);
+		if (!s->in_head && s->stopping)
+			break;
+		struct store_op *batch = take_batch(s);
+		pthread_mutex_unlock(&s->mu);
+
+		run_writes(s, batch);
+		for (struct store_op *op = batch; op; op = op->next) {
+			if (op->kind == STORE_OP_HISTORY)
+				op->err = run_history(s, op);
+			else if (op->kind == STORE_OP_SWEEP)
+				op->err = run_sweep(s);
+		}
+		if (now_ms(s) - s->last_sweep_ms >= (int64_t)s->cfg.sweep_interval_ms)
+			run_sweep(s);
+
+		pthread_mutex_lock(&s->mu);
+		if (batch) {
+			struct store_op *last = batch;
+			while (last->next)
+				last = last->next;
+			*s->out_tail = batch;
+			s->out_tail = &last->next;
+			pthread_mutex_unlock(&s->mu);
+			s->cfg.notify(s->cfg.notify_arg);
+			pthread_mutex_lock(&s->mu);
+		}
+	}
+	pthread_mutex_unlock(&s->mu);
+	return NULL;
+}
+
+/* --- opening and closing --- */
+
+static int64_t wall_ms(void *arg)
+{
+	(void)arg;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int load_channels(struct store *s)
+{
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(s->db, "SELECT id, name, last_seq FROM channels", -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return map_sqlite(rc);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(st, 1);
+		size_t len = (size_t)sqlite3_column_bytes(st, 1);
+		if (!chan_add(s, name, len, sqlite3_column_int64(st, 0),
+			      (uint64_t)sqlite3_column_int64(st, 2), true)) {
+			rc = SQLITE_NOMEM;
+			break;
+		}
+	}
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : map_sqlite(rc);
+}
+
+static int open_db(struct store *s, char *why, size_t why_len)
+{
+	char path[4096];
+	if (mkdir(s->cfg.dir, 0755) != 0 && errno != EEXIST) {
+		snprintf(why, why_len, "cannot create data dir %s: %s", s->cfg.dir, strerror(errno));
+		return TERN_EINTERNAL;
+	}
+	snprintf(path, sizeof(path), "%s/tern.db", s->cfg.dir);
+	int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+				 SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		snprintf(why, why_len, "cannot open %s: %s", path, s->db ? sqlite3_errmsg(s->db)
+									: sqlite3_errstr(rc));
+		return TERN_EINTERNAL;
+	}
+	char pragmas[256];
+	snprintf(pragmas, sizeof(pragmas),
+		 "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA busy_timeout=5000;"
+		 "PRAGMA cache_size=-16384; PRAGMA temp_store=MEMORY;",
+		 s->cfg.sync_full ? "FULL" : "NORMAL");
+	char *err = NULL;
+	if (sqlite3_exec(s->db, pragmas, NULL, NULL, &err) != SQLITE_OK ||
+	    sqlite3_exec(s->db, schema, NULL, NULL, &err) != SQLITE_OK) {
+		snprintf(why, why_len, "cannot use %s: %s", path, err ? err : "unknown error");
+		sqlite3_free(err);
+		return TERN_EINTERNAL;
+	}
+	for (int i = 0; i < ST_COUNT; i++) {
+		if (sqlite3_prepare_v3(s->db, sql_text[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
+				       NULL) != SQLITE_OK) {
+			snprintf(why, why_len, "cannot prepare statement: %s", sqlite3_errmsg(s->db));
+			return TERN_EINTERNAL;
+		}
+	}
+	if (load_channels(s) != 0) {
+		snprintf(why, why_len, "cannot read %s: %s", path, sqlite3_errmsg(s->db));
+		return TERN_EINTERNAL;
+	}
+	return 0;
+}
+
+static void close_db(struct store *s)
+{
+	for (int i = 0; i < ST_COUNT; i++)
+		sqlite3_finalize(s->st[i]);
+	memset(s->st, 0, sizeof(s->st));
+	if (s->db)
+		sqlite3_close(s->db);
+	s->db = NULL;
+}
+
+int store_open(struct store **out, const struct store_config *cfg, char *why, size_t why_len)
+{
+	struct store *s = calloc(1, sizeof(*s));
+	if (!s) {
+		snprintf(why, why_len, "out of memory");
+		return TERN_EINTERNAL;
+	}
+	s->cfg = *cfg;
+	if (!s->cfg.now_ms)
+		s->cfg.now_ms = wall_ms;
+	if (!s->cfg.sweep_interval_ms)
+		s->cfg.sweep_interval_ms = 60000;
+	if (!s->cfg.queue_max_bytes)
+		s->cfg.queue_max_bytes = TERN_STORE_QUEUE_BYTES_DEFAULT;
+	pthread_mutex_init(&s->mu, NULL);
+	pthread_cond_init(&s->cond, NULL);
+	s->in_tail = &s->in_head;
+	s->out_tail = &s->out_head;
+	hmap_init(&s->chans);
+	s->last_sweep_ms = now_ms(s);
+
+	int rc = open_db(s, why, why_len);
+	if (rc == 0 && pthread_create(&s->thread, NULL, store_main, s) != 0) {
+		snprintf(why, why_len, "cannot start the store thread");
+		rc = TERN_EINTERNAL;
+	}
+	if (rc != 0) {
+		close_db(s);
+		store_free(s);
+		return rc;
+	}
+	s->thread_started = true;
+	*out = s;
+	return 0;
+}
+
+int store_submit(struct store *s, struct store_op *op)
+{
+	size_t bytes = op_bytes(op);
+	op->next = NULL;
+	op->err = 0;
+	pthread_mutex_lock(&s->mu);
+	if (s->stopping || (op->kind == STORE_OP_PUBLISH &&
+			    (s->in_bytes + bytes > s->cfg.queue_max_bytes ||
+			     s->in_ops >= TERN_STORE_QUEUE_OPS_MAX))) {
+		pthread_mutex_unlock(&s->mu);
+		return TERN_EUNAVAIL;
+	}
+	*s->in_tail = op;
+	s->in_tail = &op->next;
+	s->in_bytes += bytes;
+	s->in_ops++;
+	pthread_cond_signal(&s->cond);
+	pthread_mutex_unlock(&s->mu);
+	return 0;
+}
+
+size_t store_poll(struct store *s)
+{
+	pthread_mutex_lock(&s->mu);
+	struct store_op *op = s->out_head;
+	s->out_head = NULL;
+	s->out_tail = &s->out_head;
+	pthread_mutex_unlock(&s->mu);
+	size_t n = 0;
+	while (op) {
+		struct store_op *next = op->next;
+		op->next = NULL;
+		op->done(op);
+		op = next;
+		n++;
+	}
+	return n;
+}
+
+void store_get_stats(struct store *s, struct store_stats *out)
+{
+	pthread_mutex_lock(&s->mu);
+	*out = s->stats;
+	pthread_mutex_unlock(&s->mu);
+}
+
+void store_close(struct store *s)
+{
+	pthread_mutex_lock(&s->mu);
+	s->stopping = true;
+	pthread_cond_signal(&s->cond);
+	pthread_mutex_unlock(&s->mu);
+	if (s->thread_started) {
+		pthread_join(s->thread, NULL);
+		s->thread_started = false;
+	}
+	if (s->db)
+		sqlite3_exec(s->db, "PRAGMA wal_checkpoint(TRUNCATE)", NULL, NULL, NULL);
+	close_db(s);
+}
+
+void store_free(struct store *s)
+{
+	if (!s)
+		return;
+	assert(!s->thread_started);
+	assert(s->in_head == NULL);
+	assert(s->out_head == NULL);
+	size_t b = 0;
+	struct hmap_node *n;
+	while ((n = hmap_next(&s->chans, &b, NULL)) != NULL) {
+		hmap_del(&s->chans, n);
+		free(container_of(n, struct schan, node));
+	}
+	hmap_destroy(&s->chans);
+	free(s->touched);
+	pthread_cond_destroy(&s->cond);
+	pthread_mutex_destroy(&s->mu);
+	free(s);
+}
