@@ -1,0 +1,41 @@
+# Integration tests: each script starts real `tern dev` processes on free
+# loopback ports and drives them with real clients. Run with
+#   ctest -L integration --output-on-failure
+# The scripts need /usr/bin/python3 with Debian's python3-websockets, curl,
+# and for the `browser` label Debian's chromium.
+#
+# Registration is deferred to the end of the top-level CMakeLists.txt so that it
+# works wherever the `tern` target is defined, and is skipped while it does not
+# exist (the configure step must pass either way).
+set_property(GLOBAL PROPERTY TERN_IT_DIR ${CMAKE_CURRENT_LIST_DIR})
+
+function(tern_it_add name script timeout_s)
+  get_property(dir GLOBAL PROPERTY TERN_IT_DIR)
+  add_test(NAME it_${name}
+           COMMAND /usr/bin/python3 ${dir}/${script} $<TARGET_FILE:tern>)
+  set_tests_properties(it_${name} PROPERTIES
+                       LABELS "integration;${ARGN}"
+                       TIMEOUT ${timeout_s}
+                       ENVIRONMENT "PYTHONDONTWRITEBYTECODE=1")
+endfunction()
+
+function(tern_it_register)
+  if(NOT TARGET tern)
+    message(STATUS "integration tests: no `tern` target yet, not registered")
+    return()
+  endif()
+  tern_it_add(cli             test_cli.py             300)
+  tern_it_add(ws_channels     test_ws_channels.py     300)
+  tern_it_add(ws_errors       test_ws_errors.py       300)
+  tern_it_add(rest            test_rest.py            300)
+  tern_it_add(ordering        test_ordering.py        400)
+  tern_it_add(history         test_history.py         400)
+  tern_it_add(durability      test_durability.py      400)
+  tern_it_add(slow_consumer   test_slow_consumer.py   400)
+  tern_it_add(large_messages  test_large_messages.py  400)
+  tern_it_add(heartbeat       test_heartbeat.py       200)
+  tern_it_add(shutdown        test_shutdown.py        300)
+  tern_it_add(browser         test_browser.py         300 browser)
+endfunction()
+
+cmake_language(DEFER DIRECTORY ${CMAKE_SOURCE_DIR} CALL tern_it_register)
