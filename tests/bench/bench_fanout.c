@@ -1,0 +1,272 @@
+/*
+ * bench_fanout: one publisher, N WebSocket subscribers on one channel of a
+ * broker on loopback. Prints one `key=value` per line (docs/bench-fanout.md
+ * explains each) and exits 0 when every subscriber got every message exactly
+ * once and in order, 1 when not, 2 on bad usage or when the harness could not
+ * start.
+ *
+ *   bench_fanout --port 8080 --subscribers 1000 --mode inflight1 \
+ *                --messages 2000 --server-pid PID
+ */
+#include "fanout/fanout.h"
+
+#include <getopt.h>
+#include <libwebsockets.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static void usage(FILE *to)
+{
+	fprintf(to,
+		"usage: bench_fanout --port PORT [options]\n"
+		"  --broker NAME          broker operations table (tern)\n"
+		"  --host ADDR            numeric IPv4 address (127.0.0.1)\n"
+		"  --channel NAME         channel (bench:fanout:PID)\n"
+		"  --subscribers N        WebSocket subscribers (1000)\n"
+		"  --mode inflight1|rate  one message in flight, or a fixed rate (inflight1)\n"
+		"  --messages M           messages to publish, at most (1000)\n"
+		"  --rate R               rate mode: messages per second (1000)\n"
+		"  --burst B              rate mode: messages sent back to back (1)\n"
+		"  --window W             publishes awaiting their OK, at most (1000)\n"
+		"  --backlog B            rate mode: messages not yet everywhere, at most (rate x 2)\n"
+		"  --bytes S              message size as the broker counts it (64)\n"
+		"  --duration-ms T        publish phase, at most (20000)\n"
+		"  --connect-rate C       new connections per second (5000)\n"
+		"  --connect-concurrency K  handshakes under way, at most (256)\n"
+		"  --connect-timeout-ms T connect-and-subscribe phase, at most (60000)\n"
+		"  --settle-ms T          idle wait before reading RSS (500)\n"
+		"  --drain-timeout-ms T   wait without progress after the last publish (5000)\n"
+		"  --message-timeout-ms T inflight1: one message to reach everyone (5000)\n"
+		"  --server-pid PID       the broker's pid, for CPU and RSS from /proc\n"
+		"  --label TEXT           printed as workload=TEXT\n"
+		"  --verbose              phase changes and unreadable frames on stderr\n");
+}
+
+static bool channel_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 200)
+		return false;
+	for (; *s; s++)
+		if (!(*s >= 'a' && *s <= 'z') && !(*s >= 'A' && *s <= 'Z') &&
+		    !(*s >= '0' && *s <= '9') && !strchr(":._-", *s))
+			return false;
+	return true;
+}
+
+static double per(double num, double den)
+{
+	return den > 0 ? num / den : 0;
+}
+
+static void report(const struct fanout_config *cfg, const struct fanout_result *r,
+		   const char *label)
+{
+	double deliver_s = (double)r->deliver_ns / 1e9;
+	double broker_us = (double)(r->broker_cpu.user_us + r->broker_cpu.sys_us);
+	double self_us = (double)(r->harness_cpu.user_us + r->harness_cpu.sys_us);
+	double d = (double)r->deliveries;
+
+	printf("bench=fanout\n");
+	if (label)
+		printf("workload=%s\n", label);
+	printf("broker=%s\nmode=%s\nsubscribers=%u\nmsg_bytes=%u\n", cfg->ops->name,
+	       cfg->mode == FANOUT_MODE_RATE ? "rate" : "inflight1", cfg->subscribers,
+	       cfg->msg_bytes);
+	if (cfg->mode == FANOUT_MODE_RATE)
+		printf("rate_target_per_s=%.0f\nburst=%u\n", cfg->rate, cfg->burst);
+	printf("result=%s\n", r->pass ? "PASS" : "FAIL");
+	if (!r->pass)
+		printf("reason=%s\n", r->reason);
+	printf("subscribed=%u\nconnect_failed=%u\nclosed_by_broker=%u\nslow_consumer_closes=%u\n",
+	       r->subscribed, r->connect_failed, r->closed_by_broker, r->slow_consumer);
+	printf("published=%llu\nacked=%llu\npublish_errors=%llu\n",
+	       (unsigned long long)r->published, (unsigned long long)r->acked,
+	       (unsigned long long)r->publish_errors);
+	printf("expected_deliveries=%llu\ndeliveries=%llu\nlost=%llu\nduplicated=%llu\n"
+	       "reordered=%llu\nseq_gaps=%llu\nseq_mismatch=%llu\nerror_frames=%llu\n"
+	       "bad_frames=%llu\n",
+	       (unsigned long long)r->expected, (unsigned long long)r->deliveries,
+	       (unsigned long long)r->lost, (unsigned long long)r->duplicated,
+	       (unsigned long long)r->reordered, (unsigned long long)r->seq_gaps,
+	       (unsigned long long)r->seq_mismatch, (unsigned long long)r->errors,
+	       (unsigned long long)r->bad_frames);
+	printf("connect_s=%.3f\npublish_s=%.3f\ndeliver_s=%.3f\npublish_rate_per_s=%.1f\n"
+	       "held_ticks=%llu\ndeliveries_per_s=%.0f\n",
+	       (double)r->connect_ns / 1e9, (double)r->publish_ns / 1e9, deliver_s,
+	       r->publish_rate, (unsigned long long)r->held_ticks, per(d, deliver_s));
+	printf("latency_us_p50=%.1f\nlatency_us_p99=%.1f\nlatency_us_p999=%.1f\n"
+	       "latency_us_max=%.1f\nack_latency_us_p50=%.1f\nack_latency_us_p99=%.1f\n",
+	       fanout_hist_quantile(&r->latency, 0.50) / 1e3,
+	       fanout_hist_quantile(&r->latency, 0.99) / 1e3,
+	       fanout_hist_quantile(&r->latency, 0.999) / 1e3, r->latency.max_ns / 1e3,
+	       fanout_hist_quantile(&r->ack, 0.50) / 1e3,
+	       fanout_hist_quantile(&r->ack, 0.99) / 1e3);
+	if (r->have_server) {
+		printf("broker_cpu_us_per_delivery=%.3f\nbroker_user_us_per_delivery=%.3f\n"
+		       "broker_sys_us_per_delivery=%.3f\nbroker_cpu_ms=%.0f\n"
+		       "broker_cpu_cores=%.2f\n",
+		       per(broker_us, d), per((double)r->broker_cpu.user_us, d),
+		       per((double)r->broker_cpu.sys_us, d), broker_us / 1e3,
+		       per(broker_us / 1e6, deliver_s));
+		printf("broker_connect_cpu_us_per_conn=%.1f\n",
+		       per((double)(r->broker_connect_cpu.user_us + r->broker_connect_cpu.sys_us),
+			   r->subscribed));
+		printf("broker_rss_before_kib=%llu\nbroker_rss_after_kib=%llu\n"
+		       "broker_rss_bytes_per_conn=%.0f\n",
+		       (unsigned long long)r->rss_before / 1024,
+		       (unsigned long long)r->rss_after / 1024,
+		       per((double)r->rss_after - (double)r->rss_before, r->subscribed));
+	}
+	printf("harness_cpu_us_per_delivery=%.3f\nharness_cpu_cores=%.2f\n", per(self_us, d),
+	       per(self_us / 1e6, deliver_s));
+	fflush(stdout);
+}
+
+enum {
+	OPT_BROKER = 256, OPT_HOST, OPT_PORT, OPT_CHANNEL, OPT_SUBS, OPT_MODE, OPT_MESSAGES,
+	OPT_RATE, OPT_BURST, OPT_WINDOW, OPT_BACKLOG, OPT_BYTES, OPT_DURATION, OPT_CRATE,
+	OPT_CCONC, OPT_CTIMEOUT, OPT_SETTLE, OPT_DRAIN, OPT_MTIMEOUT, OPT_PID, OPT_LABEL,
+	OPT_VERBOSE, OPT_HELP,
+};
+
+static const struct option options[] = {
+	{ "broker", required_argument, NULL, OPT_BROKER },
+	{ "host", required_argument, NULL, OPT_HOST },
+	{ "port", required_argument, NULL, OPT_PORT },
+	{ "channel", required_argument, NULL, OPT_CHANNEL },
+	{ "subscribers", required_argument, NULL, OPT_SUBS },
+	{ "mode", required_argument, NULL, OPT_MODE },
+	{ "messages", required_argument, NULL, OPT_MESSAGES },
+	{ "rate", required_argument, NULL, OPT_RATE },
+	{ "burst", required_argument, NULL, OPT_BURST },
+	{ "window", required_argument, NULL, OPT_WINDOW },
+	{ "backlog", required_argument, NULL, OPT_BACKLOG },
+	{ "bytes", required_argument, NULL, OPT_BYTES },
+	{ "duration-ms", required_argument, NULL, OPT_DURATION },
+	{ "connect-rate", required_argument, NULL, OPT_CRATE },
+	{ "connect-concurrency", required_argument, NULL, OPT_CCONC },
+	{ "connect-timeout-ms", required_argument, NULL, OPT_CTIMEOUT },
+	{ "settle-ms", required_argument, NULL, OPT_SETTLE },
+	{ "drain-timeout-ms", required_argument, NULL, OPT_DRAIN },
+	{ "message-timeout-ms", required_argument, NULL, OPT_MTIMEOUT },
+	{ "server-pid", required_argument, NULL, OPT_PID },
+	{ "label", required_argument, NULL, OPT_LABEL },
+	{ "verbose", no_argument, NULL, OPT_VERBOSE },
+	{ "help", no_argument, NULL, OPT_HELP },
+	{ NULL, 0, NULL, 0 },
+};
+
+/* Parses an unsigned number in [lo, hi] into *out. Returns 0 or -1. */
+static int num(const char *s, double lo, double hi, double *out)
+{
+	char *end;
+	double v = strtod(s, &end);
+
+	if (end == s || *end != '\0' || v < lo || v > hi)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+static int parse_args(int argc, char **argv, struct fanout_config *cfg, const char **label)
+{
+	int opt;
+	double v = 0;
+
+	while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+		const char *a = optarg;
+		int bad = 0;
+
+		switch (opt) {
+		case OPT_BROKER:
+			cfg->ops = fanout_broker_find(a);
+			bad = !cfg->ops;
+			break;
+		case OPT_HOST: cfg->host = a; break;
+		case OPT_PORT: bad = num(a, 1, 65535, &v); cfg->port = (int)v; break;
+		case OPT_CHANNEL: cfg->channel = a; bad = !channel_ok(a); break;
+		case OPT_SUBS: bad = num(a, 1, 60000, &v); cfg->subscribers = (uint32_t)v; break;
+		case OPT_MODE:
+			bad = strcmp(a, "inflight1") && strcmp(a, "rate");
+			cfg->mode = strcmp(a, "rate") ? FANOUT_MODE_INFLIGHT1 : FANOUT_MODE_RATE;
+			break;
+		case OPT_MESSAGES: bad = num(a, 1, 1e7, &v); cfg->messages = (uint64_t)v; break;
+		case OPT_RATE: bad = num(a, 0.001, 1e7, &v); cfg->rate = v; break;
+		case OPT_BURST: bad = num(a, 1, 100000, &v); cfg->burst = (uint32_t)v; break;
+		case OPT_WINDOW: bad = num(a, 1, 1e6, &v); cfg->window = (uint32_t)v; break;
+		case OPT_BACKLOG: bad = num(a, 1, 1e7, &v); cfg->backlog_max = (uint64_t)v; break;
+		case OPT_BYTES: bad = num(a, 34, 60000, &v); cfg->msg_bytes = (uint32_t)v; break;
+		case OPT_DURATION: bad = num(a, 1, 3.6e6, &v); cfg->duration_ms = (uint32_t)v; break;
+		case OPT_CRATE: bad = num(a, 1, 1e6, &v); cfg->connect_rate = (uint32_t)v; break;
+		case OPT_CCONC: bad = num(a, 1, 60000, &v); cfg->connect_concurrency = (uint32_t)v; break;
+		case OPT_CTIMEOUT: bad = num(a, 1, 3.6e6, &v); cfg->connect_timeout_ms = (uint32_t)v; break;
+		case OPT_SETTLE: bad = num(a, 0, 60000, &v); cfg->settle_ms = (uint32_t)v; break;
+		case OPT_DRAIN: bad = num(a, 1, 600000, &v); cfg->drain_timeout_ms = (uint32_t)v; break;
+		case OPT_MTIMEOUT: bad = num(a, 1, 600000, &v); cfg->message_timeout_ms = (uint32_t)v; break;
+		case OPT_PID: bad = num(a, 1, 1 << 30, &v); cfg->server_pid = (int)v; break;
+		case OPT_LABEL: *label = a; break;
+		case OPT_VERBOSE: cfg->verbose = true; break;
+		case OPT_HELP: usage(stdout); exit(0);
+		default: return -1;
+		}
+		if (bad) {
+			fprintf(stderr, "bench_fanout: bad value for --%s: %s\n",
+				options[opt - OPT_BROKER].name, a);
+			return -1;
+		}
+	}
+	if (optind != argc || cfg->port == 0) {
+		fprintf(stderr, "bench_fanout: --port is required and there are no operands\n");
+		return -1;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static struct fanout_result res; /* two histograms: not for the stack */
+	static char channel[64];
+	struct fanout_config cfg = {
+		.ops = &fanout_broker_tern,
+		.host = "127.0.0.1",
+		.subscribers = 1000,
+		.mode = FANOUT_MODE_INFLIGHT1,
+		.messages = 1000,
+		.rate = 1000,
+		.burst = 1,
+		.window = 1000,
+		.msg_bytes = 64,
+		.duration_ms = 20000,
+		.connect_rate = 5000,
+		.connect_concurrency = 256,
+		.connect_timeout_ms = 60000,
+		.settle_ms = 500,
+		.drain_timeout_ms = 5000,
+		.message_timeout_ms = 5000,
+	};
+	const char *label = NULL;
+	int rc;
+
+	if (parse_args(argc, argv, &cfg, &label) < 0) {
+		usage(stderr);
+		return 2;
+	}
+	if (!cfg.channel) {
+		snprintf(channel, sizeof(channel), "bench:fanout:%d", (int)getpid());
+		cfg.channel = channel;
+	}
+	if (cfg.backlog_max == 0)
+		cfg.backlog_max = cfg.rate * 2 > 1000 ? (uint64_t)(cfg.rate * 2) : 1000;
+	lws_set_log_level(LLL_ERR, NULL);
+	rc = fanout_run(&cfg, &res);
+	if (rc < 0) {
+		fprintf(stderr, "bench_fanout: cannot run: %s\n", strerror(-rc));
+		return 2;
+	}
+	report(&cfg, &res, label);
+	return res.pass ? 0 : 1;
+}

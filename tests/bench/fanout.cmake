@@ -1,0 +1,19 @@
+# Fan-out benchmark (docs/bench-fanout.md): an executable, never a timed test.
+# tests/bench/run_fanout.sh runs it against `tern dev`.
+add_executable(bench_fanout
+  ${CMAKE_CURRENT_LIST_DIR}/bench_fanout.c
+  ${CMAKE_CURRENT_LIST_DIR}/fanout/harness.c
+  ${CMAKE_CURRENT_LIST_DIR}/fanout/broker_tern.c
+  ${CMAKE_CURRENT_LIST_DIR}/fanout/measure.c)
+target_include_directories(bench_fanout PRIVATE ${CMAKE_CURRENT_LIST_DIR})
+target_link_libraries(bench_fanout PRIVATE PkgConfig::LWS PkgConfig::UV)
+
+# Smoke run that proves the harness, not the broker's speed: 20 subscribers, a
+# few messages in each mode, zero loss asserted. The server binary is looked
+# up when the test runs, so configuring works before the `tern` target exists;
+# without it the test is skipped (exit 77).
+add_test(NAME bench_fanout_smoke
+  COMMAND ${CMAKE_CURRENT_LIST_DIR}/run_fanout.sh --smoke
+          --tern ${CMAKE_BINARY_DIR}/tern --bench $<TARGET_FILE:bench_fanout>)
+set_tests_properties(bench_fanout_smoke PROPERTIES
+  LABELS "bench;bench-smoke" TIMEOUT 120 SKIP_RETURN_CODE 77)

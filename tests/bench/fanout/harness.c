@@ -1,0 +1,840 @@
+/*
+ * The fan-out harness: one libuv loop, libwebsockets clients, one publisher
+ * and N subscribers, phases bounded in count and time.
+ *
+ * Phases: connect the publisher; read the broker's RSS; connect and subscribe
+ * the N subscribers at a bounded rate and concurrency; settle; read RSS and
+ * CPU again; publish (one in flight, or at a rate); drain until every
+ * subscriber has every message or nothing moves for drain_timeout_ms; read
+ * CPU; tear down.
+ *
+ * Every subscriber checks each delivery against its own bitmap of message
+ * indexes (exact loss and duplicate counts), the highest index it has seen
+ * (reordering) and the channel `seq` it expects next (gaps).
+ */
+#include "fanout.h"
+
+#include <errno.h>
+#include <libwebsockets.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <uv.h>
+
+/* A frame larger than this is a protocol error for the benchmark: ours are
+ * under 1 KiB, and reassembly must not grow without bound. */
+#define FRAME_MAX_BYTES 65536
+/* Room for one publish or subscribe frame after LWS_PRE. */
+#define OUT_FRAME_BYTES 4096
+/* The subscribe frame's ref; publishes use index + PUB_REF_BASE. */
+#define SUB_REF 1
+#define PUB_REF_BASE 1
+/* Phase clock: connection pacing and timeouts are checked this often. */
+#define TICK_MS 10
+/* Teardown bound: lws closes 10 000 sockets in well under a second. */
+#define TEARDOWN_MS 20000
+/* Bitmaps of all subscribers together, at most (bytes). */
+#define SEEN_MAX_BYTES (512ull << 20)
+
+enum phase {
+	PH_PUB_CONNECT,
+	PH_SUB_CONNECT,
+	PH_SETTLE,
+	PH_PUBLISH,
+	PH_DRAIN,
+	PH_TEARDOWN,
+};
+
+enum conn_state {
+	CONN_IDLE,
+	CONN_CONNECTING,
+	CONN_OPEN,       /* WebSocket up, subscribe (or hello) not yet answered */
+	CONN_READY,      /* subscribed (subscriber) or greeted (publisher) */
+	CONN_CLOSED,
+	CONN_FAILED,
+};
+
+struct harness;
+
+struct conn {
+	struct harness *h;
+	struct lws *wsi;
+	uint32_t id;             /* subscribers 0..N-1; the publisher is N */
+	uint8_t state;
+	bool need_hello, need_subscribe;
+	bool subscribed;         /* got its subscribe OK at some point */
+	uint16_t close_code;
+	uint64_t next_seq;       /* channel seq expected next */
+	uint64_t max_index;      /* highest message index seen, +1 */
+	uint64_t received;
+	char *frag;              /* reassembly of a frame split by lws */
+	uint32_t frag_len, frag_cap;
+};
+
+struct harness {
+	const struct fanout_config *cfg;
+	struct fanout_result *res;
+	uv_loop_t loop;
+	uv_timer_t tick;         /* phases, pacing, timeouts */
+	uv_timer_t pub_timer;    /* RATE: the publishing clock */
+	struct lws_context *ctx;
+	enum phase phase;
+	uint64_t phase_start_ns;
+	uint64_t progress_ns;    /* last time deliveries moved (drain) */
+
+	struct conn *subs;       /* N */
+	struct conn pub;
+	uint32_t started, connecting, subs_live;
+	uint64_t connect_start_ns, last_sub_ok_ns;
+
+	uint8_t *seen;           /* N x seen_stride bits-as-bytes bitmap */
+	size_t seen_stride;
+	uint32_t *delivered;     /* per message index: subscribers that have it */
+	uint64_t *msg_seq;       /* per message index: seq from the publish OK */
+	uint64_t *sent_ns;       /* per message index: when its publish was written */
+	uint64_t complete;       /* indexes below this reached every live subscriber */
+
+	uint64_t next_index;     /* next message to publish */
+	uint64_t allowed;        /* may publish indexes below this */
+	uint64_t outstanding;    /* publishes awaiting OK */
+	uint64_t publish_start_ns, last_send_ns, last_delivery_ns, inflight_sent_ns;
+	struct fanout_proc_cpu cpu0, self0;
+	char *payload;           /* msg_bytes - data_overhead */
+	size_t payload_len;
+	bool stop_publishing;
+	bool abandoned;          /* teardown overdue: lws handles left open */
+};
+
+static uint64_t ms_to_ns(uint64_t ms) { return ms * 1000000ull; }
+
+static void fail(struct harness *h, const char *why)
+{
+	if (h->res->reason[0] == '\0')
+		snprintf(h->res->reason, sizeof(h->res->reason), "%s", why);
+}
+
+static void set_phase(struct harness *h, enum phase p)
+{
+	h->phase = p;
+	h->phase_start_ns = fanout_now_ns();
+	if (h->cfg->verbose)
+		fprintf(stderr, "bench_fanout: phase %d at subscribed=%u delivered=%llu\n",
+			(int)p, h->subs_live, (unsigned long long)h->res->deliveries);
+}
+
+/* ---- connections -------------------------------------------------------- */
+
+static int conn_start(struct harness *h, struct conn *c, bool publisher)
+{
+	struct lws_client_connect_info ci;
+	char path[512], host[64];
+	const struct fanout_broker_ops *ops = h->cfg->ops;
+	int n = publisher ? ops->pub_path(path, sizeof(path), h->cfg->channel)
+			  : ops->sub_path(path, sizeof(path), h->cfg->channel);
+
+	if (n < 0)
+		return -EINVAL;
+	snprintf(host, sizeof(host), "%s:%d", h->cfg->host, h->cfg->port);
+	memset(&ci, 0, sizeof(ci));
+	ci.context = h->ctx;
+	ci.address = h->cfg->host;
+	ci.port = h->cfg->port;
+	ci.path = path;
+	ci.host = host;
+	ci.origin = host;
+	ci.protocol = ops->subprotocol;
+	ci.local_protocol_name = "bench-fanout";
+	ci.opaque_user_data = c;
+	ci.pwsi = &c->wsi;
+	c->state = CONN_CONNECTING;
+	if (!lws_client_connect_via_info(&ci)) {
+		/* lws may already have reported CONNECTION_ERROR through the
+		 * callback; only count a failure it did not report. */
+		if (c->state == CONN_CONNECTING) {
+			c->state = CONN_FAILED;
+			c->wsi = NULL;
+			return -ECONNREFUSED;
+		}
+		return 0;
+	}
+	return 0;
+}
+
+static void pace_connects(struct harness *h)
+{
+	const struct fanout_config *cfg = h->cfg;
+	uint64_t elapsed_ns = fanout_now_ns() - h->connect_start_ns;
+	uint64_t budget = 1 + elapsed_ns * cfg->connect_rate / 1000000000ull;
+
+	while (h->started < cfg->subscribers && h->started < budget &&
+	       h->connecting < cfg->connect_concurrency) {
+		struct conn *c = &h->subs[h->started++];
+
+		h->connecting++;
+		if (conn_start(h, c, false) < 0) {
+			h->connecting--;
+			h->res->connect_failed++;
+		}
+	}
+}
+
+/* Builds and writes the subscriber's pending hello or subscribe frame.
+ * Returns -1 to have lws close the connection. */
+static int sub_writeable(struct harness *h, struct conn *c)
+{
+	unsigned char buf[LWS_PRE + OUT_FRAME_BYTES];
+	char *out = (char *)buf + LWS_PRE;
+	const struct fanout_broker_ops *ops = h->cfg->ops;
+	int n;
+
+	if (c->need_hello) {
+		c->need_hello = false;
+		n = ops->hello(out, OUT_FRAME_BYTES, c->id);
+	} else if (c->need_subscribe) {
+		c->need_subscribe = false;
+		n = ops->subscribe(out, OUT_FRAME_BYTES, h->cfg->channel, SUB_REF);
+	} else {
+		return 0;
+	}
+	if (n < 0)
+		return -1;
+	if (n > 0 && lws_write(c->wsi, buf + LWS_PRE, (size_t)n,
+			       ops->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) < n)
+		return -1;
+	if (c->need_subscribe)
+		lws_callback_on_writable(c->wsi);
+	return 0;
+}
+
+/* Writes publishes while the scheduler allows, the window has room and the
+ * socket takes them. Returns -1 to have lws close the connection. */
+static int pub_writeable(struct harness *h)
+{
+	unsigned char buf[LWS_PRE + OUT_FRAME_BYTES];
+	char *out = (char *)buf + LWS_PRE;
+	const struct fanout_broker_ops *ops = h->cfg->ops;
+	struct conn *c = &h->pub;
+
+	if (c->need_hello)
+		return sub_writeable(h, c);
+	while (!h->stop_publishing && h->next_index < h->allowed &&
+	       h->outstanding < h->cfg->window) {
+		uint64_t i = h->next_index, now = fanout_now_ns();
+		int n;
+
+		fanout_payload_make(h->payload, h->payload_len, i, now);
+		n = ops->publish(out, OUT_FRAME_BYTES, h->cfg->channel, i + PUB_REF_BASE,
+				 h->payload, h->payload_len);
+		if (n <= 0)
+			return -1;
+		if (lws_write(c->wsi, buf + LWS_PRE, (size_t)n,
+			      ops->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) < n)
+			return -1;
+		h->sent_ns[i] = now;
+		if (i == 0)
+			h->publish_start_ns = now;
+		h->last_send_ns = now;
+		h->inflight_sent_ns = now;
+		h->next_index++;
+		h->outstanding++;
+		h->res->published++;
+		if (lws_send_pipe_choked(c->wsi)) {
+			lws_callback_on_writable(c->wsi);
+			break;
+		}
+	}
+	return 0;
+}
+
+static void pub_kick(struct harness *h)
+{
+	if (h->pub.state == CONN_READY && h->next_index < h->allowed &&
+	    h->outstanding < h->cfg->window && !h->stop_publishing)
+		lws_callback_on_writable(h->pub.wsi);
+}
+
+/* ---- deliveries ---------------------------------------------------------- */
+
+/* INFLIGHT1: the next message goes out once the last one reached every
+ * live subscriber and was acknowledged. RATE: only tracks completeness. */
+static void advance_complete(struct harness *h)
+{
+	while (h->complete < h->next_index && h->delivered[h->complete] >= h->subs_live &&
+	       h->msg_seq[h->complete] != 0)
+		h->complete++;
+	if (h->cfg->mode == FANOUT_MODE_INFLIGHT1 && h->phase == PH_PUBLISH &&
+	    h->complete == h->next_index && h->allowed == h->next_index &&
+	    h->allowed < h->cfg->messages) {
+		h->allowed++;
+		pub_kick(h);
+	}
+}
+
+static void on_message(struct harness *h, struct conn *c, const struct fanout_frame *f,
+		       uint64_t now)
+{
+	struct fanout_result *res = h->res;
+	uint64_t index, sent_ns;
+	uint8_t *seen;
+
+	if (c->state != CONN_READY || fanout_payload_read(f->data, f->data_len, &index,
+							  &sent_ns) < 0 ||
+	    index >= h->next_index) {
+		res->bad_frames++;
+		return;
+	}
+	if (f->seq != 0) {
+		if (f->seq > c->next_seq)
+			res->seq_gaps += f->seq - c->next_seq;
+		if (f->seq >= c->next_seq)
+			c->next_seq = f->seq + 1;
+		if (h->msg_seq[index] != 0 && h->msg_seq[index] != f->seq)
+			res->seq_mismatch++;
+	}
+	seen = h->seen + (size_t)c->id * h->seen_stride;
+	if (seen[index >> 3] & (1u << (index & 7))) {
+		res->duplicated++;
+		return;
+	}
+	seen[index >> 3] |= (uint8_t)(1u << (index & 7));
+	if (index + 1 < c->max_index)
+		res->reordered++;
+	else
+		c->max_index = index + 1;
+	c->received++;
+	res->deliveries++;
+	h->delivered[index]++;
+	h->last_delivery_ns = now;
+	fanout_hist_record(&res->latency, now > sent_ns ? now - sent_ns : 0);
+	if (index == h->complete)
+		advance_complete(h);
+}
+
+static void on_frame(struct harness *h, struct conn *c, const char *frame, size_t len)
+{
+	struct fanout_result *res = h->res;
+	struct fanout_frame f;
+	uint64_t now = fanout_now_ns();
+
+	if (h->cfg->ops->parse(frame, len, &f) < 0) {
+		res->bad_frames++;
+		if (h->cfg->verbose)
+			fprintf(stderr, "bench_fanout: unreadable frame: %.*s\n",
+				(int)(len > 200 ? 200 : len), frame);
+		return;
+	}
+	if (f.kind == FANOUT_FRAME_MESSAGE && c != &h->pub) {
+		on_message(h, c, &f, now);
+	} else if (c == &h->pub && (f.kind == FANOUT_FRAME_OK || f.kind == FANOUT_FRAME_ERROR)) {
+		uint64_t i;
+
+		if (f.ref < PUB_REF_BASE || (uint64_t)f.ref - PUB_REF_BASE >= h->next_index) {
+			res->bad_frames++;
+			return;
+		}
+		i = (uint64_t)f.ref - PUB_REF_BASE;
+		h->outstanding--;
+		if (f.kind == FANOUT_FRAME_ERROR) {
+			res->publish_errors++;
+			fprintf(stderr, "bench_fanout: publish %llu refused: %.*s\n",
+				(unsigned long long)i, (int)(len > 200 ? 200 : len), frame);
+			h->stop_publishing = true;
+			return;
+		}
+		res->acked++;
+		fanout_hist_record(&res->ack, now - h->sent_ns[i]);
+		h->msg_seq[i] = f.seq ? f.seq : UINT64_MAX;
+		if (i == h->complete)
+			advance_complete(h);
+		pub_kick(h);
+	} else if (f.kind == FANOUT_FRAME_OK && f.ref == SUB_REF && c->state == CONN_OPEN) {
+		c->state = CONN_READY;
+		c->subscribed = true;
+		c->next_seq = f.seq + 1;
+		h->subs_live++;
+		h->last_sub_ok_ns = now;
+	} else if (f.kind == FANOUT_FRAME_ERROR) {
+		res->errors++;
+		if (res->errors <= 3)
+			fprintf(stderr, "bench_fanout: error frame on connection %u: %.*s\n",
+				c->id, (int)(len > 200 ? 200 : len), frame);
+	}
+}
+
+/* Collects one frame, possibly in several pieces. Returns -1 on a frame
+ * over FRAME_MAX_BYTES. */
+static int on_receive(struct harness *h, struct conn *c, struct lws *wsi,
+		      const char *in, size_t len)
+{
+	bool final = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
+
+	if (final && c->frag_len == 0) {
+		on_frame(h, c, in, len);
+		return 0;
+	}
+	if (c->frag_len + len > FRAME_MAX_BYTES)
+		return -1;
+	if (c->frag_len + len > c->frag_cap) {
+		uint32_t cap = (uint32_t)(c->frag_len + len) * 2;
+		char *p = realloc(c->frag, cap);
+
+		if (!p)
+			return -1;
+		c->frag = p;
+		c->frag_cap = cap;
+	}
+	memcpy(c->frag + c->frag_len, in, len);
+	c->frag_len += (uint32_t)len;
+	if (final) {
+		on_frame(h, c, c->frag, c->frag_len);
+		c->frag_len = 0;
+	}
+	return 0;
+}
+
+static void on_gone(struct harness *h, struct conn *c, bool failed)
+{
+	uint8_t was = c->state;
+
+	c->wsi = NULL;
+	if (was == CONN_CLOSED || was == CONN_FAILED || was == CONN_IDLE)
+		return;
+	if (was == CONN_CONNECTING && c != &h->pub)
+		h->connecting--;
+	c->state = failed ? CONN_FAILED : CONN_CLOSED;
+	if (h->phase == PH_TEARDOWN)
+		return;
+	if (was == CONN_CONNECTING || (was == CONN_OPEN && failed)) {
+		h->res->connect_failed++;
+		return;
+	}
+	if (c == &h->pub) {
+		fail(h, "publisher connection closed");
+		h->stop_publishing = true;
+		return;
+	}
+	h->res->closed_by_broker++;
+	if (c->close_code == 4008)
+		h->res->slow_consumer++;
+	if (was == CONN_READY) {
+		h->subs_live--;
+		advance_complete(h);
+	}
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+		    void *in, size_t len)
+{
+	struct conn *c = lws_get_opaque_user_data(wsi);
+	struct harness *h = c ? c->h : NULL;
+
+	if (!c)
+		return lws_callback_http_dummy(wsi, reason, user, in, len);
+	switch (reason) {
+	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
+		if (h->cfg->verbose && h->res->connect_failed < 3)
+			fprintf(stderr, "bench_fanout: connect %u failed: %s\n", c->id,
+				in ? (const char *)in : "?");
+		on_gone(h, c, true);
+		break;
+	case LWS_CALLBACK_CLIENT_ESTABLISHED:
+		c->wsi = wsi;
+		if (c != &h->pub)
+			h->connecting--;
+		c->state = CONN_OPEN;
+		c->need_hello = h->cfg->ops->hello != NULL;
+		c->need_subscribe = c != &h->pub;
+		if (c == &h->pub && !c->need_hello) {
+			c->state = CONN_READY;
+		} else if (c != &h->pub && !c->need_hello) {
+			char probe[8];
+
+			/* A broker that subscribes by path alone has no frame
+			 * to send: the handshake is the OK. */
+			if (h->cfg->ops->subscribe(probe, sizeof(probe), h->cfg->channel,
+						   SUB_REF) == 0) {
+				c->need_subscribe = false;
+				c->state = CONN_READY;
+				c->subscribed = true;
+				c->next_seq = 1;
+				h->subs_live++;
+				h->last_sub_ok_ns = fanout_now_ns();
+			}
+		}
+		if (c->need_hello || c->need_subscribe)
+			lws_callback_on_writable(wsi);
+		break;
+	case LWS_CALLBACK_CLIENT_WRITEABLE:
+		if (h->phase == PH_TEARDOWN)
+			return -1;
+		return c == &h->pub ? pub_writeable(h) : sub_writeable(h, c);
+	case LWS_CALLBACK_CLIENT_RECEIVE:
+		return on_receive(h, c, wsi, in, len);
+	case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+		if (in && len >= 2)
+			c->close_code = (uint16_t)(((const uint8_t *)in)[0] << 8 |
+						   ((const uint8_t *)in)[1]);
+		break;
+	case LWS_CALLBACK_CLIENT_CLOSED:
+		on_gone(h, c, false);
+		break;
+	default:
+		break;
+	}
+	return 0;
+}
+
+static const struct lws_protocols protocols[] = {
+	{ .name = "bench-fanout", .callback = callback, .rx_buffer_size = 4096 },
+	{ .name = NULL },
+};
+
+/* ---- phases --------------------------------------------------------------- */
+
+static void read_server(struct harness *h, struct fanout_proc_cpu *cpu, uint64_t *rss)
+{
+	if (!h->cfg->server_pid)
+		return;
+	if ((cpu && fanout_proc_cpu(h->cfg->server_pid, cpu) < 0) ||
+	    (rss && fanout_proc_rss(h->cfg->server_pid, rss) < 0)) {
+		h->res->have_server = false;
+		fail(h, "cannot read /proc of the server pid");
+	}
+}
+
+static void on_pub_timer(uv_timer_t *t)
+{
+	struct harness *h = t->data;
+	const struct fanout_config *cfg = h->cfg;
+	uint64_t elapsed_ns = fanout_now_ns() - h->phase_start_ns;
+	uint64_t due = (uint64_t)((double)elapsed_ns * 1e-9 * cfg->rate / cfg->burst + 1) *
+		       cfg->burst;
+
+	if (due > cfg->messages)
+		due = cfg->messages;
+	/* Hold the publisher while the subscribers are too far behind: a rate
+	 * the system cannot carry then shows as a lower achieved rate. */
+	if (due > h->complete + cfg->backlog_max) {
+		due = h->complete + cfg->backlog_max;
+		h->res->held_ticks++;
+	}
+	if (due > h->allowed) {
+		h->allowed = due;
+		pub_kick(h);
+	}
+}
+
+static void start_publish(struct harness *h)
+{
+	const struct fanout_config *cfg = h->cfg;
+
+	read_server(h, &h->cpu0, NULL);
+	fanout_self_cpu(&h->self0);
+	set_phase(h, PH_PUBLISH);
+	h->progress_ns = h->phase_start_ns;
+	if (cfg->mode == FANOUT_MODE_INFLIGHT1) {
+		h->allowed = 1;
+		pub_kick(h);
+	} else {
+		double tick_ms = 1000.0 * cfg->burst / cfg->rate;
+		uint64_t repeat = tick_ms < 1 ? 1 : (uint64_t)tick_ms;
+
+		uv_timer_start(&h->pub_timer, on_pub_timer, 0, repeat);
+	}
+}
+
+static void finish(struct harness *h)
+{
+	struct fanout_result *res = h->res;
+	struct fanout_proc_cpu cpu1, self1;
+
+	uv_timer_stop(&h->pub_timer);
+	read_server(h, &cpu1, NULL);
+	fanout_self_cpu(&self1);
+	res->broker_cpu.user_us = cpu1.user_us - h->cpu0.user_us;
+	res->broker_cpu.sys_us = cpu1.sys_us - h->cpu0.sys_us;
+	res->harness_cpu.user_us = self1.user_us - h->self0.user_us;
+	res->harness_cpu.sys_us = self1.sys_us - h->self0.sys_us;
+	if (h->publish_start_ns) {
+		res->publish_ns = h->last_send_ns - h->publish_start_ns;
+		if (h->last_delivery_ns > h->publish_start_ns)
+			res->deliver_ns = h->last_delivery_ns - h->publish_start_ns;
+	}
+	if (res->publish_ns > 0)
+		res->publish_rate = (double)(res->published - 1) * 1e9 / (double)res->publish_ns;
+	set_phase(h, PH_TEARDOWN);
+}
+
+/* Ends the publish phase once everything was sent, the time bound passed,
+ * or one in-flight message is overdue. */
+static void check_publish(struct harness *h, uint64_t now)
+{
+	const struct fanout_config *cfg = h->cfg;
+	uint64_t in_phase = now - h->phase_start_ns;
+
+	if (h->stop_publishing || h->next_index >= cfg->messages ||
+	    in_phase > ms_to_ns(cfg->duration_ms)) {
+		h->stop_publishing = true;
+		h->progress_ns = now;
+		set_phase(h, PH_DRAIN);
+		return;
+	}
+	if (cfg->mode == FANOUT_MODE_INFLIGHT1 && h->next_index > 0 &&
+	    h->complete < h->next_index &&
+	    now - h->inflight_sent_ns > ms_to_ns(cfg->message_timeout_ms)) {
+		fail(h, "a message did not reach every subscriber within message_timeout_ms");
+		h->stop_publishing = true;
+		h->progress_ns = now;
+		set_phase(h, PH_DRAIN);
+	}
+}
+
+static void check_drain(struct harness *h, uint64_t now)
+{
+	static const uint64_t none = UINT64_MAX;
+	uint64_t last = h->last_delivery_ns > h->progress_ns ? h->last_delivery_ns : none;
+
+	if (last != none)
+		h->progress_ns = last;
+	if ((h->complete >= h->next_index && h->outstanding == 0) ||
+	    now - h->progress_ns > ms_to_ns(h->cfg->drain_timeout_ms) ||
+	    h->subs_live == 0)
+		finish(h);
+}
+
+static void teardown(struct harness *h);
+
+static void on_tick(uv_timer_t *t)
+{
+	struct harness *h = t->data;
+	const struct fanout_config *cfg = h->cfg;
+	uint64_t now = fanout_now_ns(), in_phase = now - h->phase_start_ns;
+
+	switch (h->phase) {
+	case PH_PUB_CONNECT:
+		if (h->pub.state == CONN_READY) {
+			read_server(h, NULL, &h->res->rss_before);
+			read_server(h, &h->cpu0, NULL);
+			h->connect_start_ns = now;
+			set_phase(h, PH_SUB_CONNECT);
+		} else if (h->pub.state >= CONN_CLOSED || in_phase > ms_to_ns(cfg->connect_timeout_ms)) {
+			fail(h, "publisher could not connect");
+			finish(h);
+		}
+		break;
+	case PH_SUB_CONNECT:
+		pace_connects(h);
+		if (h->subs_live == cfg->subscribers) {
+			h->res->connect_ns = h->last_sub_ok_ns - h->connect_start_ns;
+			set_phase(h, PH_SETTLE);
+		} else if (in_phase > ms_to_ns(cfg->connect_timeout_ms) ||
+			   (h->started == cfg->subscribers && h->connecting == 0 &&
+			    h->res->connect_failed > 0 && in_phase > ms_to_ns(1000))) {
+			fail(h, "not every subscriber could connect and subscribe");
+			finish(h);
+		}
+		break;
+	case PH_SETTLE:
+		if (in_phase >= ms_to_ns(cfg->settle_ms)) {
+			struct fanout_proc_cpu cpu;
+
+			read_server(h, &cpu, &h->res->rss_after);
+			h->res->broker_connect_cpu.user_us = cpu.user_us - h->cpu0.user_us;
+			h->res->broker_connect_cpu.sys_us = cpu.sys_us - h->cpu0.sys_us;
+			start_publish(h);
+		}
+		break;
+	case PH_PUBLISH:
+		check_publish(h, now);
+		break;
+	case PH_DRAIN:
+		check_drain(h, now);
+		break;
+	case PH_TEARDOWN:
+		if (h->ctx) {
+			teardown(h);
+		} else if (in_phase > ms_to_ns(TEARDOWN_MS)) {
+			fprintf(stderr, "bench_fanout: teardown overdue, leaving the loop\n");
+			h->abandoned = true;
+			uv_stop(&h->loop);
+		}
+		break;
+	}
+}
+
+static void teardown(struct harness *h)
+{
+	struct lws_context *ctx = h->ctx;
+
+	/* lws closes its sockets and its libuv handles on our loop; the loop
+	 * ends when they and our timers are closed. */
+	h->ctx = NULL;
+	lws_context_destroy(ctx);
+	uv_close((uv_handle_t *)&h->pub_timer, NULL);
+	h->phase_start_ns = fanout_now_ns();
+	uv_unref((uv_handle_t *)&h->tick);
+}
+
+/* ---- setup -------------------------------------------------------------------- */
+
+static void raise_nofile(uint32_t need)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < need)
+		fprintf(stderr, "bench_fanout: RLIMIT_NOFILE %llu is below the %u sockets needed\n",
+			(unsigned long long)rl.rlim_cur, need);
+}
+
+static int alloc_state(struct harness *h)
+{
+	const struct fanout_config *cfg = h->cfg;
+	uint64_t seen_bytes;
+
+	h->seen_stride = (size_t)((cfg->messages + 7) / 8);
+	seen_bytes = (uint64_t)h->seen_stride * cfg->subscribers;
+	if (seen_bytes > SEEN_MAX_BYTES)
+		return -E2BIG;
+	h->subs = calloc(cfg->subscribers ? cfg->subscribers : 1, sizeof(*h->subs));
+	h->seen = calloc(seen_bytes ? seen_bytes : 1, 1);
+	h->delivered = calloc(cfg->messages, sizeof(*h->delivered));
+	h->msg_seq = calloc(cfg->messages, sizeof(*h->msg_seq));
+	h->sent_ns = calloc(cfg->messages, sizeof(*h->sent_ns));
+	h->payload_len = cfg->msg_bytes - cfg->ops->data_overhead;
+	h->payload = malloc(h->payload_len);
+	if (!h->subs || !h->seen || !h->delivered || !h->msg_seq || !h->sent_ns ||
+	    !h->payload)
+		return -ENOMEM;
+	for (uint32_t i = 0; i < cfg->subscribers; i++) {
+		h->subs[i].h = h;
+		h->subs[i].id = i;
+	}
+	h->pub.h = h;
+	h->pub.id = cfg->subscribers;
+	return 0;
+}
+
+static void free_state(struct harness *h)
+{
+	if (h->subs)
+		for (uint32_t i = 0; i < h->cfg->subscribers; i++)
+			free(h->subs[i].frag);
+	free(h->pub.frag);
+	free(h->subs);
+	free(h->seen);
+	free(h->delivered);
+	free(h->msg_seq);
+	free(h->sent_ns);
+	free(h->payload);
+}
+
+static int create_context(struct harness *h)
+{
+	struct lws_context_creation_info info;
+	void *loops[1] = { &h->loop };
+
+	memset(&info, 0, sizeof(info));
+	info.port = CONTEXT_PORT_NO_LISTEN;
+	info.protocols = protocols;
+	info.options = LWS_SERVER_OPTION_LIBUV;
+	info.foreign_loops = loops;
+	info.fd_limit_per_thread = h->cfg->subscribers + 64;
+	info.timeout_secs = 20;
+	info.connect_timeout_secs = 10;
+	h->ctx = lws_create_context(&info);
+	return h->ctx ? 0 : -ENOMEM;
+}
+
+static void summarize(struct harness *h)
+{
+	struct fanout_result *res = h->res;
+	const struct fanout_config *cfg = h->cfg;
+
+	res->subscribed = 0;
+	for (uint32_t i = 0; i < cfg->subscribers; i++)
+		if (h->subs[i].subscribed)
+			res->subscribed++;
+	res->expected = res->published * res->subscribed;
+	res->lost = res->expected > res->deliveries ? res->expected - res->deliveries : 0;
+	if (res->subscribed < cfg->subscribers)
+		fail(h, "not every subscriber subscribed");
+	else if (res->lost)
+		fail(h, "deliveries lost");
+	else if (res->duplicated || res->reordered || res->seq_gaps || res->seq_mismatch)
+		fail(h, "duplicated, reordered or mis-sequenced deliveries");
+	else if (res->acked != res->published || res->publish_errors)
+		fail(h, "not every publish was acknowledged");
+	else if (res->errors || res->bad_frames)
+		fail(h, "error or unreadable frames");
+	else if (res->closed_by_broker)
+		fail(h, "subscribers were closed by the broker");
+	else if (res->published == 0)
+		fail(h, "nothing was published");
+	res->pass = res->reason[0] == '\0';
+}
+
+int fanout_run(const struct fanout_config *cfg, struct fanout_result *res)
+{
+	struct harness *h;
+	int rc;
+
+	memset(res, 0, sizeof(*res));
+	fanout_hist_init(&res->latency);
+	fanout_hist_init(&res->ack);
+	res->have_server = cfg->server_pid != 0;
+	if (cfg->msg_bytes < FANOUT_PAYLOAD_MIN + cfg->ops->data_overhead || cfg->messages == 0 ||
+	    cfg->burst == 0 || cfg->window == 0 || cfg->connect_rate == 0 ||
+	    cfg->connect_concurrency == 0 || (cfg->mode == FANOUT_MODE_RATE && cfg->rate <= 0))
+		return -EINVAL;
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	h->cfg = cfg;
+	h->res = res;
+	raise_nofile(cfg->subscribers + 64);
+	rc = alloc_state(h);
+	if (rc < 0)
+		goto out_free;
+	rc = uv_loop_init(&h->loop);
+	if (rc < 0)
+		goto out_free;
+	uv_timer_init(&h->loop, &h->tick);
+	uv_timer_init(&h->loop, &h->pub_timer);
+	h->tick.data = h;
+	h->pub_timer.data = h;
+	rc = create_context(h);
+	if (rc < 0)
+		goto out_close_loop;
+	set_phase(h, PH_PUB_CONNECT);
+	rc = conn_start(h, &h->pub, true);
+	if (rc < 0) {
+		fail(h, "publisher could not connect");
+		finish(h);
+	}
+	uv_timer_start(&h->tick, on_tick, TICK_MS, TICK_MS);
+	uv_run(&h->loop, UV_RUN_DEFAULT);
+	summarize(h);
+	rc = 0;
+	if (h->abandoned)
+		return 0; /* lws still points into h: it is left to the exit */
+	uv_close((uv_handle_t *)&h->tick, NULL);
+	uv_run(&h->loop, UV_RUN_DEFAULT);
+out_close_loop:
+	if (h->ctx) {
+		lws_context_destroy(h->ctx);
+		uv_close((uv_handle_t *)&h->pub_timer, NULL);
+		uv_close((uv_handle_t *)&h->tick, NULL);
+		uv_run(&h->loop, UV_RUN_DEFAULT);
+	}
+	if (uv_loop_close(&h->loop) != 0)
+		fprintf(stderr, "bench_fanout: loop still has handles at close\n");
+out_free:
+	free_state(h);
+	free(h);
+	return rc;
+}
