@@ -8,8 +8,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "err.h"
-
 static int64_t fake_now(void *arg)
 {
 	struct h *h = arg;

@@ -19,6 +19,16 @@
 #include "broker.h"
 #include "msg.h"
 
+/* broker/ is renaming err.h and limits.h (they clash with <err.h> and
+ * <limits.h>); take whichever this tree has. */
+#if __has_include("tern_err.h")
+#include "tern_err.h"
+#include "tern_limits.h"
+#else
+#include "err.h"
+#include "limits.h"
+#endif
+
 /* The longest any wait for a callback may take before the test fails. */
 #define H_WAIT_MS 5000
 /* Subscribers a test may record, and messages each may hold. */
@@ -82,6 +92,8 @@ struct h {
  * dir. */
 int h_setup(void **state);
 int h_teardown(void **state);
+/* A test with the harness fixture in *state. */
+#define cmocka_unit_test_h(f) cmocka_unit_test_setup_teardown(f, h_setup, h_teardown)
 
 /* Opens h->b with h->cfg, failing the test on error. */
 void h_open(struct h *h);

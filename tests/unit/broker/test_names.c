@@ -6,8 +6,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "err.h"
-#include "limits.h"
 #include "names.h"
 
 struct name_case {
