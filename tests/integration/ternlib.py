@@ -170,7 +170,7 @@ class Server:
                     out.append(f.read().decode("utf-8", "replace"))
         return "\n".join(out)
 
-    def signal(self, sig):
+    def send_signal(self, sig):
         check(self.proc is not None, "server not running")
         os.kill(self.proc.pid, sig)
 

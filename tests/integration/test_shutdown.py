@@ -53,7 +53,7 @@ def test_unresponsive_client_does_not_hold_shutdown():
         raw = RawWS(s.port)
         raw.recv_message()  # connected
         t0 = time.monotonic()
-        s.signal(signal.SIGTERM)
+        s.send_signal(signal.SIGTERM)
         kind, payload = raw.recv_message()
         check_eq(kind, "close", "the unresponsive client is sent a close frame")
         check_eq(T.close_code(payload), 1001, "close code 1001")
@@ -87,7 +87,7 @@ async def test_publishes_acknowledged_before_sigterm_are_kept():
         for i in range(n):
             await c.send({"op": "publish", "ref": i + 1, "channel": ch, "data": i})
         # Signal while publishes are in flight; collect whatever was acknowledged.
-        s.signal(signal.SIGTERM)
+        s.send_signal(signal.SIGTERM)
         acked = {}
         try:
             while True:
@@ -116,7 +116,7 @@ def test_healthz_and_new_connections_stop_during_drain():
     try:
         raw = RawWS(s.port)
         raw.recv_message()
-        s.signal(signal.SIGTERM)
+        s.send_signal(signal.SIGTERM)
         raw.recv_message()  # the close frame; we do not answer, so it drains for up to 5 s
         time.sleep(0.5)
         t0 = time.monotonic()
