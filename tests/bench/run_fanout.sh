@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Fan-out benchmark runner (docs/bench-fanout.md). Builds nothing.
+#
+# For each workload it starts a fresh `tern dev` on a free 127.0.0.1 port with
+# a temporary data dir, runs bench_fanout against it with the server's PID
+# (for CPU and RSS from /proc), stops the server by that PID, and at the end
+# prints a summary table. Every bench_fanout line is printed as
+# `key=value`, after a `workload=NAME` line.
+#
+#   tests/bench/run_fanout.sh [--build DIR] [--tern BIN] [--bench BIN]
+#                             [--only PATTERN] [--smoke] [--keep]
+#
+#   --build DIR     where `tern` and tests/bench/bench_fanout are (./build)
+#   --only PATTERN  run only workloads whose name matches (grep -E)
+#   --smoke         20 subscribers, a few messages per mode: proves the harness
+#   --perf          record the server with `perf record -g` during each run
+#   --keep          keep the temporary data dirs and server logs
+#
+# Exit status: 0 when every workload passed (zero loss), 1 when one failed,
+# 2 on bad usage, 77 when the tern binary is missing (ctest: skipped).
+set -uo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+build="$repo/build"
+tern="" bench="" only="" smoke=0 keep=0 perf=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --build) build=$2; shift 2 ;;
+    --tern) tern=$2; shift 2 ;;
+    --bench) bench=$2; shift 2 ;;
+    --only) only=$2; shift 2 ;;
+    --smoke) smoke=1; shift ;;
+    --perf) perf=1; shift ;;
+    --keep) keep=1; shift ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    *) echo "run_fanout: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+tern=${tern:-$build/tern}
+bench=${bench:-$build/tests/bench/bench_fanout}
+if [ ! -x "$tern" ]; then
+  echo "run_fanout: no server binary at $tern (build the tern target first)" >&2
+  exit 77
+fi
+if [ ! -x "$bench" ]; then
+  echo "run_fanout: no bench_fanout at $bench (build the bench_fanout target first)" >&2
+  exit 2
+fi
+
+# 10 000 subscribers need 10 000 descriptors in the server and in the harness.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 10200 ]; then
+  echo "run_fanout: ulimit -n is $(ulimit -n); the 10 000-subscriber workloads will fail" >&2
+fi
+
+# Workloads: name subscribers mode messages rate burst. Each is bounded to
+# about 20 s of publishing by bench_fanout's --duration-ms.
+if [ "$smoke" = 1 ]; then
+  workloads=(
+    "smoke-inflight1     20 inflight1  50    0    1"
+    "smoke-rate          20 rate       200   400  4"
+  )
+else
+  workloads=(
+    "n1000-inflight1   1000 inflight1  3000  0    1"
+    "n1000-rate1000    1000 rate      20000  1000 1"
+    "n1000-rate1000x8  1000 rate      20000  1000 8"
+    "n10000-inflight1 10000 inflight1  400   0    1"
+    "n10000-rate100   10000 rate       2000  100  1"
+  )
+fi
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tern-bench-fanout.XXXXXX")
+server_pid=""
+perf_pid=""
+
+stop_server() {
+  if [ -n "$perf_pid" ]; then
+    kill -INT "$perf_pid" 2>/dev/null
+    wait "$perf_pid" 2>/dev/null
+    perf_pid=""
+  fi
+  [ -n "$server_pid" ] || return 0
+  kill -TERM "$server_pid" 2>/dev/null
+  for _ in $(seq 100); do
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$server_pid" 2>/dev/null; then
+    echo "run_fanout: server $server_pid ignored SIGTERM for 10 s, killing it" >&2
+    kill -KILL "$server_pid" 2>/dev/null
+  fi
+  wait "$server_pid" 2>/dev/null
+  server_pid=""
+}
+cleanup() {
+  stop_server
+  if [ "$keep" = 1 ]; then echo "run_fanout: kept $tmp" >&2; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_server NAME: starts tern dev, sets server_pid and port; 0 once /healthz
+# answers, 1 when it exits or does not answer within 10 s.
+start_server() {
+  local name=$1 dir="$tmp/$1"
+  mkdir -p "$dir/data"
+  # Room for a burst of backlog per subscriber; heartbeats never fire in a run.
+  printf 'session_queue_max_bytes 8388608\nheartbeat_ms 15000\n' >"$dir/tern.conf"
+  port=$(free_port)
+  "$tern" dev --listen "127.0.0.1:$port" --data "$dir/data" --config "$dir/tern.conf" \
+    >"$dir/server.log" 2>&1 &
+  server_pid=$!
+  for _ in $(seq 100); do
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+      echo "run_fanout: tern dev exited at start:" >&2
+      tail -5 "$dir/server.log" >&2
+      wait "$server_pid" 2>/dev/null
+      server_pid=""
+      return 1
+    fi
+    if curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$port/healthz"; then
+      if [ "$perf" = 1 ]; then
+        perf record -g -o "$dir/perf.data" -p "$server_pid" >/dev/null 2>&1 &
+        perf_pid=$!
+      fi
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "run_fanout: tern dev did not answer /healthz within 10 s" >&2
+  stop_server
+  return 1
+}
+
+status=0
+summary=()
+for w in "${workloads[@]}"; do
+  read -r name subs mode messages rate burst <<<"$w"
+  if [ -n "$only" ] && ! grep -Eq "$only" <<<"$name"; then continue; fi
+  echo "workload=$name"
+  if ! start_server "$name"; then
+    status=1
+    summary+=("$name|$subs|$mode|FAIL (server did not start)")
+    continue
+  fi
+  args=(--port "$port" --server-pid "$server_pid" --subscribers "$subs" --mode "$mode"
+        --messages "$messages" --duration-ms 20000 --label "$name")
+  [ "$mode" = rate ] && args+=(--rate "$rate" --burst "$burst")
+  out="$tmp/$name/bench.out"
+  # bench_fanout bounds itself; the outer timeout only guards against a bug.
+  timeout 180 "$bench" "${args[@]}" >"$out" 2>"$tmp/$name/bench.err"
+  rc=$?
+  grep -v '^workload=' "$out"
+  [ -s "$tmp/$name/bench.err" ] && sed 's/^/# /' "$tmp/$name/bench.err" | head -20
+  if ! kill -0 "$server_pid" 2>/dev/null; then
+    echo "# the server died during the run; its log ends:"
+    tail -5 "$tmp/$name/server.log" | sed 's/^/# /'
+    rc=1
+  fi
+  stop_server
+  [ "$perf" = 1 ] && echo "perf_data=$tmp/$name/perf.data"
+  [ $rc -ne 0 ] && status=1
+  get() { sed -n "s/^$1=//p" "$out" | head -1; }
+  summary+=("$name|$subs|$mode|$(get result)|$(get deliveries_per_s)|$(get lost)|$(get duplicated)|$(get latency_us_p50)|$(get latency_us_p99)|$(get broker_cpu_us_per_delivery)|$(get broker_rss_bytes_per_conn)|$(get harness_cpu_us_per_delivery)|$(get publish_rate_per_s)")
+  echo
+done
+
+echo "summary (load: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores)"
+{
+  echo "workload|subs|mode|result|deliv/s|lost|dup|p50_us|p99_us|broker_us/deliv|rss_B/conn|harness_us/deliv|pub/s"
+  for line in "${summary[@]}"; do echo "$line"; done
+} | column -t -s '|'
+[ "$perf" = 1 ] && [ "$keep" = 0 ] && echo "run_fanout: --perf without --keep: perf data removed; add --keep" >&2
+exit $status
