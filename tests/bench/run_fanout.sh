@@ -10,7 +10,8 @@
 #   tests/bench/run_fanout.sh [--build DIR] [--tern BIN] [--bench BIN]
 #                             [--only PATTERN] [--smoke] [--keep]
 #
-#   --build DIR     where `tern` and tests/bench/bench_fanout are (./build)
+#   --build DIR     where `tern` (or cluster/tern) and tests/bench/bench_fanout
+#                   are (./build)
 #   --only PATTERN  run only workloads whose name matches (grep -E)
 #   --smoke         20 subscribers, a few messages per mode: proves the harness
 #   --perf          record the server with `perf record -g` during each run
@@ -32,11 +33,14 @@ while [ $# -gt 0 ]; do
     --smoke) smoke=1; shift ;;
     --perf) perf=1; shift ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "run_fanout: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-tern=${tern:-$build/tern}
+if [ -z "$tern" ]; then
+  tern=$build/tern
+  [ -x "$tern" ] || tern=$build/cluster/tern
+fi
 bench=${bench:-$build/tests/bench/bench_fanout}
 if [ ! -x "$tern" ]; then
   echo "run_fanout: no server binary at $tern (build the tern target first)" >&2
