@@ -84,10 +84,29 @@ int h_teardown(void **state)
 			msg_unref(r->msgs[k]);
 		r->n = 0;
 	}
-	if (h->b)
+	int rc = 0;
+	if (h->b) {
+		/* With every subscriber gone and every answer in, no channel may
+		 * stay behind (the broker frees idle channels). */
+		struct broker_stats st;
+		for (int i = 0; i < 200; i++) {
+			broker_poll(h->b);
+			broker_get_stats(h->b, &st);
+			if (st.channels_active == 0)
+				break;
+			struct timespec ts = {0, 10 * 1000000L};
+			nanosleep(&ts, NULL);
+		}
+		if (st.channels_active != 0) {
+			print_error("teardown: %llu channels still active\n",
+				    (unsigned long long)st.channels_active);
+			rc = -1;
+		}
 		broker_close(h->b);
+	}
 	h->b = NULL;
-	int rc = nftw(h->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	if (nftw(h->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS) != 0)
+		rc = -1;
 	pthread_cond_destroy(&h->cond);
 	pthread_mutex_destroy(&h->mu);
 	free(h);
