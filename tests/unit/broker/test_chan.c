@@ -8,6 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include "store.h"
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -714,6 +717,81 @@ static void chan_store_queue_bound(void **state)
 	assert_int_equal(r.seq, 1);
 }
 
+static void on_hist_count(void *arg, int err, struct tern_msg **msgs, size_t n)
+{
+	(*(int *)arg)++;
+	for (size_t i = 0; i < n; i++)
+		msg_unref(msgs[i]);
+	free(msgs);
+}
+
+static void on_sweep_count(void *arg, int err) { (*(int *)arg)++; }
+
+static void chan_callbacks_run_only_from_poll(void **state)
+{
+	struct h *h = *state;
+	h_open(h);
+	assert_int_equal(h_sub(h, 0, "p"), 0);
+	struct pub_result r = {0};
+	int hist = 0, sweep = 0;
+	struct broker_hist q = {.chan = "p", .chan_len = 1, .limit = 10};
+	assert_int_equal(h_pub_async(h, "p", "m1", NULL, &r), 0);
+	assert_int_equal(broker_history(h->b, &q, on_hist_count, &hist), 0);
+	assert_int_equal(broker_sweep(h->b, on_sweep_count, &sweep), 0);
+	/* Let the store finish all three, without polling. */
+	for (int i = 0; i < 500; i++) {
+		pthread_mutex_lock(&h->mu);
+		bool any = h->notifies > 0;
+		pthread_mutex_unlock(&h->mu);
+		if (any)
+			break;
+		struct timespec ts = {0, 10 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	assert_int_equal(r.calls, 0);
+	assert_int_equal(hist, 0);
+	assert_int_equal(sweep, 0);
+	assert_int_equal(h->rec[0].n, 0);
+	assert_true(h_wait_count(h, &sweep, 1));
+	/* Answered in submission order: by the sweep's answer, the others ran. */
+	assert_int_equal(r.calls, 1);
+	assert_int_equal(hist, 1);
+	h_assert_seqs(h, 0, 1, 1);
+}
+
+static void chan_store_stats_count_commits(void **state)
+{
+	struct h *h = *state;
+	h_open(h);
+	struct store_stats st;
+	broker_store_stats(h->b, &st);
+	assert_int_equal(st.batches, 0);
+	assert_int_equal(st.batch_ops, 0);
+	pub_burst(h, "g", 1, 400);
+	pub_burst(h, "g2", 1, 100);
+	/* Repeats are publishes the store handled, in a batch like any other. */
+	struct pub_result d0 = {0}, d1 = {0};
+	assert_int_equal(h_pub(h, "g", "x", "key", &d0), 0);
+	assert_int_equal(h_pub(h, "g", "x", "key", &d1), 0);
+	broker_store_stats(h->b, &st);
+	assert_int_equal(st.batch_ops, 502);
+	assert_true(st.batches >= 3 && st.batches <= 502);
+	uint64_t sum = 0;
+	for (size_t i = 0; i < N(st.commit_hist); i++)
+		sum += st.commit_hist[i];
+	assert_int_equal(sum, st.batches);
+	/* Reads and sweeps are not write batches. */
+	h_settle(h);
+	assert_int_equal(h_sweep(h), 0);
+	struct store_stats st2;
+	broker_store_stats(h->b, &st2);
+	assert_int_equal(st2.batches, st.batches);
+	assert_int_equal(st2.batch_ops, st.batch_ops);
+	struct broker_stats bs;
+	broker_get_stats(h->b, &bs);
+	assert_int_equal(bs.messages_in, 501);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -733,6 +811,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test_h(chan_info_counts_clients),
 		cmocka_unit_test_h(chan_publish_limits),
 		cmocka_unit_test_h(chan_store_queue_bound),
+		cmocka_unit_test_h(chan_callbacks_run_only_from_poll),
+		cmocka_unit_test_h(chan_store_stats_count_commits),
 	};
 	return h_run("chan", tests, N(tests), argc, argv);
 }
