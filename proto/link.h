@@ -148,7 +148,7 @@ int link_listener_port(const link_listener *lst);
 void link_listener_close(link_listener *lst, void (*on_closed)(void *ud), void *ud);
 
 /* Dialer: keeps one usable link to host:port. When the link dies or receives goaway it dials
- * again, with exponential backoff and jitter after failures (delay = base * 2^failures capped at
+ * again, with exponential backoff and jitter after failures (delay = base * 2^(failures-1) capped at
  * max, then uniform in [delay/2, delay]); a link that reached ready resets the backoff. */
 typedef struct link_dialer_opts {
   uint32_t backoff_base_ms; /* 0: LINK_BACKOFF_BASE_MS_DEFAULT */

@@ -171,10 +171,10 @@ static uint64_t xorshift(uint64_t *s) {
   return *s = x;
 }
 
-/* base * 2^failures capped at max, then uniform in [d/2, d] so dialers do not stampede. */
+/* base * 2^(failures-1) capped at max, then uniform in [d/2, d] so dialers do not stampede. */
 static uint32_t backoff_ms(link_dialer *d) {
   uint64_t delay = d->o.backoff_base_ms;
-  for (uint32_t i = 0; i < d->failures && delay < d->o.backoff_max_ms; i++) delay *= 2;
+  for (uint32_t i = 1; i < d->failures && delay < d->o.backoff_max_ms; i++) delay *= 2;
   if (delay > d->o.backoff_max_ms) delay = d->o.backoff_max_ms;
   uint64_t half = delay / 2;
   return (uint32_t)(half + xorshift(&d->rng) % (delay - half + 1));

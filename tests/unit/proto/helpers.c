@@ -145,6 +145,7 @@ static void st_start(link_call *c, void *ud) {
   ASSERT(s);
   s->d = ud;
   link_call_set_ud(c, s);
+  if (link_call_md(c, "pause", NULL)) link_call_pause(c, 1); /* a reader that never reads */
 }
 
 static void st_done(link_call *c, const link_status *st, void *ud) {
@@ -267,11 +268,13 @@ void fx_init(fx *f, int tls) {
   }
 }
 
+void fx_listen(fx *f, int port) {
+  ASSERT(link_listen(&f->loop, &f->scfg, "127.0.0.1", port, on_accept, f, &f->lst) == 0);
+  f->port = link_listener_port(f->lst);
+}
+
 void fx_start(fx *f) {
-  if (!f->lst) {
-    ASSERT(link_listen(&f->loop, &f->scfg, "127.0.0.1", f->port, on_accept, f, &f->lst) == 0);
-    f->port = link_listener_port(f->lst);
-  }
+  if (!f->lst) fx_listen(f, f->port);
   ASSERT(link_dial(&f->loop, &f->ccfg, "127.0.0.1", f->port, &f->cli) == 0);
   ASSERT(fx_run_until(f, &f->cli_ready, 5000));
   ASSERT(fx_run_until(f, &f->srv_ready, 5000));

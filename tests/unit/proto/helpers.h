@@ -76,6 +76,8 @@ typedef struct fx {
 /* Sets up loop, router and configs; with tls != 0 makes certificates and TLS contexts
  * (mutual authentication). */
 void fx_init(fx *f, int tls);
+/* Starts the listener on scfg at port (0: any); accepted links land in f->srv. */
+void fx_listen(fx *f, int port);
 /* Starts the listener (scfg) and dials the client (ccfg); waits until the client is ready. */
 void fx_start(fx *f);
 /* Runs the loop until *flag becomes non-zero or timeout_ms passes. Returns 1 if it did. */

@@ -233,8 +233,7 @@ static void stream_cap(void **state) {
   fx f;
   fx_init(&f, g_tls);
   f.scfg.max_streams = 4;
-  ASSERT(link_listen(&f.loop, &f.scfg, "127.0.0.1", 0, NULL, NULL, &f.lst) == 0);
-  f.port = link_listener_port(f.lst);
+  fx_listen(&f, 0);
   ASSERT(link_dial(&f.loop, &f.ccfg, "127.0.0.1", f.port, &f.cli) == 0);
   cstate cs[10];
   memset(cs, 0, sizeof(cs));

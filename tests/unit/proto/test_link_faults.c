@@ -1,1 +1,482 @@
-int main(void) { return 0; }
+/* Links under failure, over real loopback sockets: a silent peer, an abrupt close, redial with
+ * backoff, goaway during traffic (no call lost or run twice), hostile bytes of every kind, TLS
+ * refusals. Each ends with a clean error, and the process keeps serving. */
+#include <errno.h>
+#include <string.h>
+
+#include "helpers.h"
+
+static uint64_t now_ms(void) { return uv_hrtime() / 1000000u; }
+
+static Tern__Link__Echo echo(uint64_t id, uint32_t delay) {
+  Tern__Link__Echo e = TERN__LINK__ECHO__INIT;
+  e.id = id;
+  e.delay_ms = delay;
+  return e;
+}
+
+/* ---- a raw server: answers the preface and settings, then says nothing, ever ---- */
+
+typedef struct rawsrv {
+  uv_tcp_t tcp, conn;
+  int accepted, conn_open, close_after_hello;
+  uint8_t sink[65536];
+  uv_write_t w;
+  uint8_t hello[128];
+  size_t hello_len;
+} rawsrv;
+
+static void rs_alloc(uv_handle_t *h, size_t s, uv_buf_t *b) {
+  rawsrv *r = h->data;
+  *b = uv_buf_init((char *)r->sink, sizeof(r->sink));
+}
+static void rs_conn_closed(uv_handle_t *h) { ((rawsrv *)h->data)->conn_open = 0; }
+static void rs_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  if (n < 0) uv_close((uv_handle_t *)s, rs_conn_closed);
+}
+static void rs_written(uv_write_t *w, int status) {
+  rawsrv *r = w->data;
+  if (r->close_after_hello && !uv_is_closing((uv_handle_t *)&r->conn))
+    uv_close((uv_handle_t *)&r->conn, rs_conn_closed);
+}
+static void rs_accept(uv_stream_t *s, int status) {
+  rawsrv *r = s->data;
+  if (status < 0 || r->accepted) return;
+  uv_tcp_init(s->loop, &r->conn);
+  r->conn.data = r;
+  ASSERT(uv_accept(s, (uv_stream_t *)&r->conn) == 0);
+  r->accepted = r->conn_open = 1;
+  uv_read_start((uv_stream_t *)&r->conn, rs_alloc, rs_read);
+  uv_buf_t b = uv_buf_init((char *)r->hello, (unsigned)r->hello_len);
+  r->w.data = r;
+  uv_write(&r->w, (uv_stream_t *)&r->conn, &b, 1, rs_written);
+}
+
+static int rawsrv_start(fx *f, rawsrv *r) {
+  memset(r, 0, sizeof(*r));
+  rawpeer tmp = {0};
+  raw_put_hello(&tmp);
+  memcpy(r->hello, tmp.out, tmp.outlen);
+  r->hello_len = tmp.outlen;
+  struct sockaddr_in a;
+  uv_ip4_addr("127.0.0.1", 0, &a);
+  uv_tcp_init(&f->loop, &r->tcp);
+  r->tcp.data = r;
+  ASSERT(uv_tcp_bind(&r->tcp, (const struct sockaddr *)&a, 0) == 0);
+  ASSERT(uv_listen((uv_stream_t *)&r->tcp, 8, rs_accept) == 0);
+  struct sockaddr_in b;
+  int len = sizeof(b);
+  uv_tcp_getsockname(&r->tcp, (struct sockaddr *)&b, &len);
+  return ntohs(b.sin_port);
+}
+
+static void rawsrv_close(rawsrv *r) {
+  uv_close((uv_handle_t *)&r->tcp, NULL);
+  if (r->conn_open && !uv_is_closing((uv_handle_t *)&r->conn))
+    uv_close((uv_handle_t *)&r->conn, rs_conn_closed);
+}
+
+static void silent_peer(void **state) {
+  fx f;
+  fx_init(&f, 0);
+  rawsrv rs;
+  int port = rawsrv_start(&f, &rs);
+  f.ccfg.ping_interval_ms = 50;
+  f.ccfg.dead_after = 3;
+  ASSERT(link_dial(&f.loop, &f.ccfg, "127.0.0.1", port, &f.cli) == 0);
+  ASSERT(fx_run_until(&f, &f.cli_ready, 2000));
+  uint64_t t0 = now_ms();
+  cstate cs = {0};
+  Tern__Link__Echo req = echo(1, 0);
+  ASSERT(link_unary(f.cli, DIAG, "Unary", &req.base, NULL, cstate_unary_done, &cs) == 0);
+  ASSERT(fx_run_until(&f, &f.cli_closed, 2000));
+  uint64_t ms = now_ms() - t0;
+  fprintf(stderr, "silent peer declared dead after %llu ms (3 x 50 ms)\n", (unsigned long long)ms);
+  ASSERT(ms >= 140 && ms <= 600);
+  ASSERT(f.cli_close_st.code == LINK_UNAVAILABLE && f.cli_close_st.retryable);
+  ASSERT(strstr(f.cli_close_msg, "silent"));
+  ASSERT(cs.done && cs.code == LINK_UNAVAILABLE && cs.retryable);
+  rawsrv_close(&rs);
+  fx_finish(&f);
+}
+
+static void abrupt_close(void **state) {
+  fx f;
+  fx_init(&f, 0);
+  fx_start(&f);
+  cstate cs = {0};
+  Tern__Link__Echo req = echo(1, 1);
+  ASSERT(link_unary(f.cli, DIAG, "Unary", &req.base, NULL, cstate_unary_done, &cs) == 0);
+  ASSERT(fx_run_until_u64(&f, &f.d.unary, 1, 2000));
+  link_close(f.srv, NULL); /* no goaway: the socket just goes */
+  ASSERT(fx_run_until(&f, &cs.done, 2000));
+  ASSERT(cs.code == LINK_UNAVAILABLE && cs.retryable);
+  ASSERT(fx_run_until(&f, &f.cli_closed, 2000));
+  ASSERT(f.d.done_other == 1); /* the handler heard of it too */
+  /* a raw peer that hangs up right after its hello */
+  rawsrv rs;
+  int port = rawsrv_start(&f, &rs);
+  rs.close_after_hello = 1;
+  f.cli_closed = 0;
+  ASSERT(link_dial(&f.loop, &f.ccfg, "127.0.0.1", port, &f.cli) == 0);
+  ASSERT(fx_run_until(&f, &f.cli_closed, 2000));
+  ASSERT(f.cli_close_st.code == LINK_UNAVAILABLE && f.cli_close_st.retryable);
+  rawsrv_close(&rs);
+  fx_finish(&f);
+}
+
+/* ---- redial ---- */
+
+typedef struct dstate {
+  int up, downs;
+  uint32_t delays[64];
+  tern_link *l;
+} dstate;
+
+static void d_up(link_dialer *d, tern_link *l, void *ud) {
+  dstate *s = ud;
+  s->up++;
+  s->l = l;
+}
+static void d_down(link_dialer *d, const link_status *st, uint32_t delay_ms, void *ud) {
+  dstate *s = ud;
+  ASSERT(st->retryable);
+  if (s->downs < 64) s->delays[s->downs] = delay_ms;
+  s->downs++;
+}
+
+static void on_closed_flag(void *ud) { *(int *)ud = 1; }
+
+static void redial(void **state) {
+  fx f;
+  fx_init(&f, 0);
+  /* find a free port, then leave it closed */
+  fx_listen(&f, 0);
+  int port = f.port;
+  int lc = 0;
+  link_listener_close(f.lst, on_closed_flag, &lc);
+  f.lst = NULL;
+  ASSERT(fx_run_until(&f, &lc, 2000));
+  dstate ds = {0};
+  link_dialer_opts o = {.backoff_base_ms = 10, .backoff_max_ms = 80, .on_up = d_up,
+                        .on_down = d_down, .ud = &ds};
+  link_dialer *d;
+  f.ccfg.on_close = NULL;
+  f.ccfg.on_ready = NULL;
+  ASSERT(link_dialer_start(&f.loop, &f.ccfg, "127.0.0.1", port, &o, &d) == 0);
+  fx_run_ms(&f, 400);
+  ASSERT(!ds.up && link_dialer_link(d) == NULL);
+  uint32_t attempts = link_dialer_attempts(d);
+  fprintf(stderr, "redial: %u attempts in 400 ms, delays", attempts);
+  for (int i = 0; i < ds.downs && i < 10; i++) fprintf(stderr, " %u", ds.delays[i]);
+  fprintf(stderr, "\n");
+  /* 10, 20, 40, 80, 80... jittered into [d/2, d]: between 5 and 40 attempts in 400 ms */
+  ASSERT(attempts >= 5 && attempts <= 40);
+  for (int i = 0; i < ds.downs && i < 64; i++) {
+    uint32_t cap = 10u << (i < 3 ? i : 3);
+    ASSERT(ds.delays[i] >= cap / 2 && ds.delays[i] <= cap);
+  }
+  /* the server comes up on that port: the dialer gets there */
+  fx_listen(&f, port);
+  ASSERT(fx_run_until(&f, &ds.up, 3000));
+  ASSERT(link_dialer_link(d) == ds.l);
+  cstate cs = {0};
+  Tern__Link__Echo req = echo(5, 0);
+  ASSERT(link_unary(link_dialer_link(d), DIAG, "Unary", &req.base, NULL, cstate_unary_done,
+                    &cs) == 0);
+  ASSERT(fx_run_until(&f, &cs.done, 2000) && cs.code == LINK_OK);
+  /* the link dies: the dialer redials at once (the link was healthy) */
+  int downs = ds.downs;
+  link_close(f.srv, NULL);
+  ds.up = 0;
+  ASSERT(fx_run_until(&f, &ds.up, 3000));
+  ASSERT(ds.downs == downs + 1 && ds.delays[downs] <= 10);
+  int dc = 0;
+  link_dialer_stop(d, on_closed_flag, &dc);
+  ASSERT(fx_run_until(&f, &dc, 2000));
+  fx_finish(&f);
+}
+
+/* ---- goaway during traffic: every call runs exactly once ---- */
+
+#define GA_CALLS 3000
+#define GA_CONC 64
+
+typedef struct ga ga;
+typedef struct ga_slot {
+  ga *g;
+  uint32_t id;
+} ga_slot;
+
+struct ga {
+  link_dialer *d;
+  ga_slot slots[GA_CALLS];
+  uint32_t queue[GA_CALLS];
+  size_t qhead, qtail; /* ring of ids still to send */
+  int inflight, ok, retried;
+};
+
+static void ga_done(link_call *c, const link_status *st, const ProtobufCMessage *resp, void *ud) {
+  ga_slot *s = ud;
+  ga *g = s->g;
+  g->inflight--;
+  if (st->code == LINK_OK) {
+    g->ok++;
+    return;
+  }
+  /* only calls that were never processed may come back, and they say so */
+  ASSERT(st->retryable && st->code == LINK_UNAVAILABLE);
+  g->retried++;
+  g->queue[g->qtail++ % GA_CALLS] = s->id;
+}
+
+static void ga_pump(ga *g) {
+  tern_link *l;
+  while (g->inflight < GA_CONC && g->qhead != g->qtail && (l = link_dialer_link(g->d))) {
+    uint32_t id = g->queue[g->qhead % GA_CALLS];
+    Tern__Link__Echo req = echo(id, 0);
+    int rc = link_unary(l, DIAG, "Unary", &req.base, NULL, ga_done, &g->slots[id]);
+    if (rc == -ESHUTDOWN || rc == -EAGAIN) return;
+    ASSERT(rc == 0);
+    g->qhead++;
+    g->inflight++;
+  }
+}
+
+static void goaway(void **state) {
+  fx f;
+  fx_init(&f, 0);
+  f.d.executed_cap = GA_CALLS;
+  f.d.executed = calloc(GA_CALLS, 1);
+  fx_listen(&f, 0);
+  static ga g;
+  memset(&g, 0, sizeof(g));
+  for (uint32_t i = 0; i < GA_CALLS; i++) {
+    g.slots[i].g = &g;
+    g.slots[i].id = i;
+    g.queue[i] = i;
+  }
+  g.qtail = GA_CALLS;
+  f.ccfg.on_close = NULL;
+  f.ccfg.on_ready = NULL;
+  link_dialer_opts o = {.backoff_base_ms = 5, .backoff_max_ms = 50};
+  ASSERT(link_dialer_start(&f.loop, &f.ccfg, "127.0.0.1", f.port, &o, &g.d) == 0);
+  f.scfg.on_close = NULL;
+  tern_link *drained[2] = {NULL, NULL};
+  int drains = 0;
+  uint64_t end = now_ms() + 20000;
+  while (g.ok < GA_CALLS && now_ms() < end) {
+    uv_run(&f.loop, UV_RUN_ONCE);
+    ga_pump(&g);
+    if (drains < 2 && g.ok >= 1000 * (drains + 1) && f.srv && f.srv_ready &&
+        (drains == 0 || f.srv != drained[0])) {
+      drained[drains++] = f.srv;
+      link_drain(f.srv);
+    }
+  }
+  fprintf(stderr, "goaway: %d ok, %d retried, %d links accepted\n", g.ok, g.retried,
+          f.srv_accepted);
+  ASSERT(g.ok == GA_CALLS && g.inflight == 0);
+  ASSERT(drains == 2 && f.srv_accepted >= 3);
+  for (uint32_t i = 0; i < GA_CALLS; i++) ASSERT(f.d.executed[i] == 1);
+  ASSERT(f.d.unary == GA_CALLS);
+  int dc = 0;
+  link_dialer_stop(g.d, on_closed_flag, &dc);
+  ASSERT(fx_run_until(&f, &dc, 2000));
+  fx_finish(&f);
+}
+
+/* ---- hostile bytes: each gets a clean error and the server keeps serving ---- */
+
+static void hostile_run(fx *f, rawpeer *r, uint8_t expect_type, int expect_eof) {
+  raw_start(f, r, f->port);
+  uint64_t end = now_ms() + 3000;
+  while (now_ms() < end && !(expect_eof ? r->eof : raw_saw_frame(r, expect_type)))
+    uv_run(&f->loop, UV_RUN_ONCE);
+  if (expect_eof) ASSERT(r->eof);
+  if (expect_type != 0xff) ASSERT(raw_saw_frame(r, expect_type));
+  raw_close(r);
+  ASSERT(fx_run_until(f, &r->closed, 2000));
+}
+
+static size_t pack_header(uint8_t *buf, const char *method, int pause) {
+  Tern__Link__CallHeader h = TERN__LINK__CALL_HEADER__INIT;
+  Tern__Link__Metadata md = TERN__LINK__METADATA__INIT, *mdp = &md;
+  h.method = (char *)method;
+  if (pause) {
+    md.key = "pause";
+    h.n_metadata = 1;
+    h.metadata = &mdp;
+  }
+  return tern__link__call_header__pack(&h, buf);
+}
+
+static void serves_still(fx *f) {
+  int ready = f->cli_ready;
+  ASSERT(link_dial(&f->loop, &f->ccfg, "127.0.0.1", f->port, &f->cli) == 0);
+  int want = ready + 1;
+  uint64_t end = now_ms() + 3000;
+  while (f->cli_ready < want && now_ms() < end) uv_run(&f->loop, UV_RUN_ONCE);
+  cstate cs = {0};
+  Tern__Link__Echo req = echo(9, 0);
+  ASSERT(link_unary(f->cli, DIAG, "Unary", &req.base, NULL, cstate_unary_done, &cs) == 0);
+  ASSERT(fx_run_until(f, &cs.done, 3000) && cs.code == LINK_OK);
+}
+
+static void hostile(void **state) {
+  fx f;
+  fx_init(&f, 0);
+  f.scfg.stream_window = 64 * 1024;
+  f.scfg.max_message = 16 * 1024;
+  f.scfg.resets_per_s = 10;
+  f.scfg.handshake_timeout_ms = 200;
+  fx_listen(&f, 0);
+  static rawpeer r;
+  uint8_t buf[70000] = {0};
+  size_t n;
+
+  /* HTTP instead of a link: goaway, closed */
+  memset(&r, 0, sizeof(r));
+  raw_put(&r, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27);
+  hostile_run(&f, &r, LINK_FRAME_GOAWAY, 1);
+  /* a link of another version */
+  memset(&r, 0, sizeof(r));
+  raw_put(&r, "TERNLK\r\x02", 8);
+  hostile_run(&f, &r, LINK_FRAME_GOAWAY, 1);
+  /* garbage after a good hello */
+  memset(&r, 0, sizeof(r));
+  raw_put_hello(&r);
+  for (int i = 0; i < 64; i++) buf[i] = (uint8_t)(i * 37 + 11);
+  raw_put(&r, buf, 64);
+  hostile_run(&f, &r, LINK_FRAME_GOAWAY, 1);
+  /* an oversized length: refused from the header, nothing buffered */
+  memset(&r, 0, sizeof(r));
+  raw_put_hello(&r);
+  link_frame_header_put(buf, 0x7ffffff0u, LINK_FRAME_DATA, 0, 1);
+  raw_put(&r, buf, 12);
+  hostile_run(&f, &r, LINK_FRAME_GOAWAY, 1);
+  /* a frame for a stream never opened */
+  memset(&r, 0, sizeof(r));
+  raw_put_hello(&r);
+  raw_put_frame(&r, LINK_FRAME_DATA, 0, 999, "abcd", 4);
+  hostile_run(&f, &r, LINK_FRAME_GOAWAY, 1);
+  /* a link window overflow */
+  memset(&r, 0, sizeof(r));
+  raw_put_hello(&r);
+  link_frame_put_window(buf, 0, 0x7fffffffu);
+  raw_put(&r, buf, 16);
+  hostile_run(&f, &r, LINK_FRAME_GOAWAY, 1);
+  /* settings that are not settings */
+  memset(&r, 0, sizeof(r));
+  raw_put(&r, LINK_PREFACE, 8);
+  raw_put_frame(&r, LINK_FRAME_SETTINGS, 0, 0, "\xff\xff\xff", 3);
+  hostile_run(&f, &r, LINK_FRAME_GOAWAY, 1);
+  /* a stream window overflow: that stream is reset, the link lives */
+  memset(&r, 0, sizeof(r));
+  raw_put_hello(&r);
+  n = pack_header(buf, "tern.link.LinkDiag/ClientStream", 1);
+  raw_put_frame(&r, LINK_FRAME_HEADERS, 0, 1, buf, (uint32_t)n);
+  memset(buf, 0, sizeof(buf));
+  for (int i = 0; i < 5; i++) raw_put_frame(&r, LINK_FRAME_DATA, 0, 1, buf, 16 * 1024);
+  hostile_run(&f, &r, LINK_FRAME_RESET, 0);
+  /* a message above max_message: that stream is reset */
+  memset(&r, 0, sizeof(r));
+  raw_put_hello(&r);
+  n = pack_header(buf, "tern.link.LinkDiag/ClientStream", 0);
+  raw_put_frame(&r, LINK_FRAME_HEADERS, 0, 1, buf, (uint32_t)n);
+  link_put_u32(buf, 1u << 20);
+  raw_put_frame(&r, LINK_FRAME_DATA, 0, 1, buf, 8);
+  hostile_run(&f, &r, LINK_FRAME_RESET, 0);
+  /* a call header that does not decode: the call fails, the link lives */
+  memset(&r, 0, sizeof(r));
+  raw_put_hello(&r);
+  raw_put_frame(&r, LINK_FRAME_HEADERS, 0, 1, "\x0a\xff\x01", 3);
+  hostile_run(&f, &r, LINK_FRAME_STATUS, 0);
+  /* a ping flood: pongs queue beyond the cap, the link is closed */
+  memset(&r, 0, sizeof(r));
+  raw_put_hello(&r);
+  for (int i = 0; i < 5000; i++) {
+    link_frame_put_ping(buf, 0, (uint64_t)i);
+    raw_put(&r, buf, 20);
+  }
+  hostile_run(&f, &r, LINK_FRAME_GOAWAY, 1);
+  /* rapid reset: more resets per second than allowed */
+  memset(&r, 0, sizeof(r));
+  raw_put_hello(&r);
+  n = pack_header(buf, "tern.link.LinkDiag/Unary", 0);
+  raw_put_frame(&r, LINK_FRAME_HEADERS, 0, 1, buf, (uint32_t)n);
+  for (int i = 0; i < 50; i++) {
+    link_frame_put_reset(buf, 1, LINK_CANCELLED, 0);
+    raw_put(&r, buf, 20);
+  }
+  hostile_run(&f, &r, LINK_FRAME_GOAWAY, 1);
+  /* truncated: half a frame, then the peer stops sending */
+  memset(&r, 0, sizeof(r));
+  raw_put_hello(&r);
+  link_frame_header_put(buf, 100, LINK_FRAME_DATA, 0, 1);
+  raw_put(&r, buf, 7);
+  r.shutdown_after_write = 1;
+  hostile_run(&f, &r, 0xff, 1);
+  /* silence: the handshake times out */
+  memset(&r, 0, sizeof(r));
+  hostile_run(&f, &r, 0xff, 1);
+
+  serves_still(&f);
+  fx_finish(&f);
+}
+
+/* ---- TLS refusals ---- */
+
+static void tls_refusals(void **state) {
+  fx f;
+  fx_init(&f, 1);
+  fx_listen(&f, 0);
+  /* a client without a certificate, against a server that requires one */
+  char ca[256];
+  snprintf(ca, sizeof(ca), "%s/ca.crt", f.certdir);
+  link_tls_opts co = {.ca_file = ca};
+  link_tls *nocert;
+  ASSERT(link_tls_new(&co, &nocert) == 0);
+  link_config c = f.ccfg;
+  c.tls = nocert;
+  ASSERT(link_dial(&f.loop, &c, "127.0.0.1", f.port, &f.cli) == 0);
+  ASSERT(fx_run_until(&f, &f.cli_closed, 3000));
+  ASSERT(!f.cli_ready);
+  /* a server whose certificate does not carry the name we expect */
+  f.cli_closed = 0;
+  c = f.ccfg;
+  c.server_name = "other.example";
+  ASSERT(link_dial(&f.loop, &c, "127.0.0.1", f.port, &f.cli) == 0);
+  ASSERT(fx_run_until(&f, &f.cli_closed, 3000));
+  ASSERT(!f.cli_ready && f.cli_close_st.code == LINK_UNAUTHENTICATED);
+  /* plain TCP to a TLS listener */
+  f.cli_closed = 0;
+  c = f.ccfg;
+  c.tls = NULL;
+  ASSERT(link_dial(&f.loop, &c, "127.0.0.1", f.port, &f.cli) == 0);
+  ASSERT(fx_run_until(&f, &f.cli_closed, 3000));
+  ASSERT(!f.cli_ready);
+  /* bad files */
+  link_tls_opts bad = {.server = 1, .cert_file = "/nonexistent", .key_file = "/nonexistent"};
+  link_tls *t;
+  ASSERT(link_tls_new(&bad, &t) == -EINVAL);
+  /* and the right client still gets through */
+  serves_still(&f);
+  link_close(f.cli, NULL);
+  ASSERT(fx_run_until(&f, &f.cli_closed, 3000));
+  f.cli = NULL;
+  fx_finish(&f);
+  link_tls_free(nocert);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      cmocka_unit_test(silent_peer),
+      cmocka_unit_test(abrupt_close),
+      cmocka_unit_test(redial),
+      cmocka_unit_test(goaway),
+      cmocka_unit_test(hostile),
+      cmocka_unit_test(tls_refusals),
+  };
+  return cmocka_run_group_tests_name("link faults", tests, NULL, NULL);
+}
