@@ -26,23 +26,19 @@ static void pub_burst(struct h *h, const char *chan, uint64_t first, int count)
 {
 	struct pub_result *r = calloc((size_t)count, sizeof(*r));
 	char data[32];
-	int done = 0;
 	assert_non_null(r);
 	for (int i = 0; i < count; i++) {
 		data_for(data, sizeof(data), first + (uint64_t)i);
 		assert_int_equal(h_pub_async(h, chan, data, NULL, &r[i]), 0);
 	}
-	for (int i = 0; i < count; i++) {
+	for (int i = 0; i < count; i++)
 		assert_true(h_wait_count(h, &r[i].calls, 1));
-		done++;
-	}
-	h_settle(h);
+	h_settle(h); /* a second answer to any of them would have come by now */
 	for (int i = 0; i < count; i++) {
 		assert_int_equal(r[i].calls, 1);
 		assert_int_equal(r[i].err, 0);
 		assert_int_equal(r[i].seq, first + (uint64_t)i);
 	}
-	assert_int_equal(done, count);
 	free(r);
 }
 
