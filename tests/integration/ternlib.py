@@ -271,7 +271,7 @@ def http(method, url, body=None, raw=None, headers=None, timeout=WAIT_S):
     data = None
     hdrs = dict(headers or {})
     if body is not None:
-        data = json.dumps(body).encode()
+        data = json.dumps(body, ensure_ascii=False).encode()
         hdrs.setdefault("Content-Type", "application/json")
     elif raw is not None:
         data = raw if isinstance(raw, bytes) else raw.encode()
@@ -449,7 +449,9 @@ class Client:
             self.backlog.append(f)
 
     async def send(self, obj):
-        await self.ws.send(obj if isinstance(obj, str) else json.dumps(obj))
+        # Non-ASCII goes out as UTF-8, as browsers' JSON.stringify sends it: the
+        # JSON text as sent is then the same as the server's own serialization.
+        await self.ws.send(obj if isinstance(obj, str) else json.dumps(obj, ensure_ascii=False))
 
     async def call(self, op, timeout=WAIT_S, **fields):
         """Sends {op, ref, **fields}; returns the reply with that ref (ok, pong or error)."""
@@ -574,7 +576,7 @@ class RawWS:
         self.sock.sendall(header + mask + masked)
 
     def send_json(self, obj):
-        self.send_frame(0x1, json.dumps(obj).encode())
+        self.send_frame(0x1, json.dumps(obj, ensure_ascii=False).encode())
 
     def _need(self, n):
         while len(self.buf) < n:

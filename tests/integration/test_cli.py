@@ -126,13 +126,17 @@ def test_unusable_data_dir_one_line():
     os.makedirs(d)
     s = T.Server(data_dir=d)
     s.start()
+    s.publish_rest("corrupt-me", [{"data": "x" * 1000} for _ in range(20)])
     s.stop()
     for name in os.listdir(d):
         path = os.path.join(d, name)
         if os.path.isfile(path) and os.path.getsize(path) > 0 and not name.endswith(("-wal", "-shm")):
             with open(path, "r+b") as f:
                 f.write(b"this is not a database" * 100)
-    p = tern("dev", "--listen", "127.0.0.1:%d" % T.free_port(), "--data", d, timeout=60)
+    try:
+        p = tern("dev", "--listen", "127.0.0.1:%d" % T.free_port(), "--data", d, timeout=30)
+    except subprocess.TimeoutExpired:
+        raise T.TestFailure("tern dev kept running on a data dir whose store files are garbage")
     check_one_line_failure(p, "corrupt database in the data dir")
     s.cleanup()
 
