@@ -129,7 +129,8 @@ int link_is_usable(const tern_link *l);
 /* The peer's settings; NULL before on_ready. */
 const link_peer_info *link_peer(const tern_link *l);
 void link_get_stats(const tern_link *l, link_stats *out);
-/* Queues a ping now (besides the periodic ones); the pong reaches on_rtt. 0 or -ESHUTDOWN. */
+/* Queues a ping now (besides the periodic ones); the pong reaches on_rtt. 0, -EBUSY while a
+ * ping is outstanding, or -ESHUTDOWN when the link is not up. */
 int link_ping(tern_link *l);
 /* The ud of the link's config. */
 void *link_ud(const tern_link *l);

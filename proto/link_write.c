@@ -241,5 +241,12 @@ void link_flush(tern_link *l) {
   }
   if (l->closing) return;
   link_calls_notify_writable(l);
+  /* flush always runs from a libuv callback, so finished calls can be reaped here rather than
+   * one loop turn later; then the idle handle has nothing left to do */
+  link_calls_reap(l);
+  if (l->idle_on && lq_empty(&l->done) && lq_empty(&l->resumed) && !l->closing) {
+    l->idle_on = false;
+    uv_idle_stop(&l->idle);
+  }
   link_linger_check(l);
 }
