@@ -30,7 +30,8 @@ static void usage(FILE *to)
 		"  --rate R               rate mode: messages per second (1000)\n"
 		"  --burst B              rate mode: messages sent back to back (1)\n"
 		"  --window W             publishes awaiting their OK, at most (1000)\n"
-		"  --backlog B            rate mode: messages not yet everywhere, at most (rate x 2)\n"
+		"  --backlog B            rate mode: messages not yet everywhere, at most\n"
+		"                         (rate / 2, at most 200000 / subscribers, at least 2 bursts)\n"
 		"  --bytes S              message size as the broker counts it (64)\n"
 		"  --duration-ms T        publish phase, at most (20000)\n"
 		"  --connect-rate C       new connections per second (5000)\n"
@@ -38,6 +39,7 @@ static void usage(FILE *to)
 		"  --connect-timeout-ms T connect-and-subscribe phase, at most (60000)\n"
 		"  --settle-ms T          idle wait before reading RSS (500)\n"
 		"  --drain-timeout-ms T   wait without progress after the last publish (5000)\n"
+		"  --drain-max-ms T       drain phase, at most (30000)\n"
 		"  --message-timeout-ms T inflight1: one message to reach everyone (5000)\n"
 		"  --server-pid PID       the broker's pid, for CPU and RSS from /proc\n"
 		"  --label TEXT           printed as workload=TEXT\n"
@@ -129,7 +131,7 @@ static void report(const struct fanout_config *cfg, const struct fanout_result *
 enum {
 	OPT_BROKER = 256, OPT_HOST, OPT_PORT, OPT_CHANNEL, OPT_SUBS, OPT_MODE, OPT_MESSAGES,
 	OPT_RATE, OPT_BURST, OPT_WINDOW, OPT_BACKLOG, OPT_BYTES, OPT_DURATION, OPT_CRATE,
-	OPT_CCONC, OPT_CTIMEOUT, OPT_SETTLE, OPT_DRAIN, OPT_MTIMEOUT, OPT_PID, OPT_LABEL,
+	OPT_CCONC, OPT_CTIMEOUT, OPT_SETTLE, OPT_DRAIN, OPT_DMAX, OPT_MTIMEOUT, OPT_PID, OPT_LABEL,
 	OPT_VERBOSE, OPT_HELP,
 };
 
@@ -152,6 +154,7 @@ static const struct option options[] = {
 	{ "connect-timeout-ms", required_argument, NULL, OPT_CTIMEOUT },
 	{ "settle-ms", required_argument, NULL, OPT_SETTLE },
 	{ "drain-timeout-ms", required_argument, NULL, OPT_DRAIN },
+	{ "drain-max-ms", required_argument, NULL, OPT_DMAX },
 	{ "message-timeout-ms", required_argument, NULL, OPT_MTIMEOUT },
 	{ "server-pid", required_argument, NULL, OPT_PID },
 	{ "label", required_argument, NULL, OPT_LABEL },
@@ -206,6 +209,7 @@ static int parse_args(int argc, char **argv, struct fanout_config *cfg, const ch
 		case OPT_CTIMEOUT: bad = num(a, 1, 3.6e6, &v); cfg->connect_timeout_ms = (uint32_t)v; break;
 		case OPT_SETTLE: bad = num(a, 0, 60000, &v); cfg->settle_ms = (uint32_t)v; break;
 		case OPT_DRAIN: bad = num(a, 1, 600000, &v); cfg->drain_timeout_ms = (uint32_t)v; break;
+		case OPT_DMAX: bad = num(a, 1, 3.6e6, &v); cfg->drain_max_ms = (uint32_t)v; break;
 		case OPT_MTIMEOUT: bad = num(a, 1, 600000, &v); cfg->message_timeout_ms = (uint32_t)v; break;
 		case OPT_PID: bad = num(a, 1, 1 << 30, &v); cfg->server_pid = (int)v; break;
 		case OPT_LABEL: *label = a; break;
@@ -246,6 +250,7 @@ int main(int argc, char **argv)
 		.connect_timeout_ms = 60000,
 		.settle_ms = 500,
 		.drain_timeout_ms = 5000,
+		.drain_max_ms = 30000,
 		.message_timeout_ms = 5000,
 	};
 	const char *label = NULL;
@@ -259,8 +264,16 @@ int main(int argc, char **argv)
 		snprintf(channel, sizeof(channel), "bench:fanout:%d", (int)getpid());
 		cfg.channel = channel;
 	}
-	if (cfg.backlog_max == 0)
-		cfg.backlog_max = cfg.rate * 2 > 1000 ? (uint64_t)(cfg.rate * 2) : 1000;
+	if (cfg.backlog_max == 0) {
+		/* Half a second of the rate, but at most 200 000 deliveries
+		 * outstanding, so that the drain after an overload takes a few
+		 * seconds, not minutes; never under two bursts. */
+		double b = cfg.rate / 2, cap = 200000.0 / cfg.subscribers;
+
+		b = b < cap ? b : cap;
+		b = b > 2.0 * cfg.burst ? b : 2.0 * cfg.burst;
+		cfg.backlog_max = (uint64_t)b;
+	}
 	lws_set_log_level(LLL_ERR, NULL);
 	rc = fanout_run(&cfg, &res);
 	if (rc < 0) {

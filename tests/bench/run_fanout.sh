@@ -67,6 +67,7 @@ if [ "$smoke" = 1 ]; then
 else
   workloads=(
     "n1000-inflight1   1000 inflight1  3000  0    1"
+    "n1000-rate100     1000 rate       2000  100  1"
     "n1000-rate1000    1000 rate      20000  1000 1"
     "n1000-rate1000x8  1000 rate      20000  1000 8"
     "n10000-inflight1 10000 inflight1  400   0    1"

@@ -157,6 +157,7 @@ struct fanout_config {
 	uint32_t connect_timeout_ms;  /* whole connect-and-subscribe phase */
 	uint32_t settle_ms;           /* idle wait before reading RSS */
 	uint32_t drain_timeout_ms;    /* after the last publish, without progress */
+	uint32_t drain_max_ms;        /* after the last publish, at most */
 	uint32_t message_timeout_ms;  /* INFLIGHT1: one message to reach everyone */
 	int server_pid;               /* 0: no broker CPU or RSS figures */
 	bool verbose;

@@ -610,6 +610,7 @@ static void check_drain(struct harness *h, uint64_t now)
 		h->progress_ns = last;
 	if ((h->complete >= h->next_index && h->outstanding == 0) ||
 	    now - h->progress_ns > ms_to_ns(h->cfg->drain_timeout_ms) ||
+	    now - h->phase_start_ns > ms_to_ns(h->cfg->drain_max_ms) ||
 	    h->subs_live == 0)
 		finish(h);
 }
