@@ -174,12 +174,13 @@ class Server:
         check(self.proc is not None, "server not running")
         os.kill(self.proc.pid, sig)
 
-    def stop(self, sig=signal.SIGTERM, timeout=STOP_S, expect_rc=0):
-        """Sends `sig` to our PID and waits; asserts the exit code. Returns it."""
+    def stop(self, sig=signal.SIGTERM, timeout=STOP_S, expect_rc=0, send=True):
+        """Sends `sig` to our PID (unless send=False: already signalled) and
+        waits; asserts the exit code. Returns it."""
         if self.proc is None:
             return None
         proc = self.proc
-        if proc.poll() is None:
+        if send and proc.poll() is None:
             os.kill(proc.pid, sig)
         try:
             rc = proc.wait(timeout=timeout)
@@ -260,6 +261,43 @@ class Server:
             out.extend(msgs)
             after = msgs[-1]["seq"]
         return out
+
+
+class Shared:
+    """One server shared by the tests of a file. If a test kills it (a crash),
+    the next test gets a fresh one, so one crash fails one test, not all after it;
+    finish() then fails too, naming the crash."""
+
+    def __init__(self, **kw):
+        self.kw = kw
+        self.srv = None
+        self.crashes = []
+
+    def get(self):
+        if self.srv is not None and self.srv.proc is not None and self.srv.proc.poll() is not None:
+            self.crashes.append("exit %r; stderr tail: %s" % (self.srv.proc.returncode, self.srv.stderr()[-1500:]))
+            self.srv.proc = None
+            self.srv.cleanup()
+            self.srv = None
+        if self.srv is None:
+            self.srv = Server(**self.kw).start()
+        return self.srv
+
+    def finish(self):
+        """Stops the server with SIGTERM, asserting exit 0, and that none crashed."""
+        try:
+            if self.srv is not None:
+                self.get()  # notices a crash in the last test
+            if self.srv is not None:
+                self.srv.stop()
+        finally:
+            self.cleanup()
+        check(not self.crashes, "the shared server crashed during this file's tests", *self.crashes)
+
+    def cleanup(self):
+        if self.srv is not None:
+            self.srv.cleanup()
+            self.srv = None
 
 
 def quote(name):

@@ -75,6 +75,8 @@ def test_handshake_timeout_drops_silent_connections():
                 check(not isinstance(e, socket.timeout), "%s connection dropped within 30 s" % what)
             sock.close()
         took = time.monotonic() - t0
+        time.sleep(0.3)
+        check(s.proc.poll() is None, "the server survives dropping unfinished handshakes (it exited %r)" % s.proc.returncode)
         check(took < 15, "handshake_timeout_s 1 drops unfinished handshakes promptly (took %.1f s)" % took)
         status, _, _ = s.http("GET", "/healthz")
         check_eq(status, 200, "server healthy after dropping them")

@@ -9,14 +9,11 @@ import time
 import ternlib as T
 from ternlib import Client, check, check_eq
 
-SRV = None
+SHARED = T.Shared()
 
 
 def server():
-    global SRV
-    if SRV is None:
-        SRV = T.Server().start()
-    return SRV
+    return SHARED.get()
 
 
 async def seeded(n):
@@ -156,13 +153,12 @@ async def test_retention_count_or_age():
 
 
 def test_zz_server_exits_cleanly():
-    if SRV is not None:
-        SRV.stop()
+    """Last: the shared server stops on SIGTERM with exit code 0 and never crashed."""
+    SHARED.finish()
 
 
 if __name__ == "__main__":
     try:
         T.main(globals())
     finally:
-        if SRV is not None:
-            SRV.cleanup()
+        SHARED.cleanup()

@@ -10,14 +10,11 @@ import time
 import ternlib as T
 from ternlib import Client, check, check_eq, curl, quote
 
-SRV = None
+SHARED = T.Shared()
 
 
 def server():
-    global SRV
-    if SRV is None:
-        SRV = T.Server().start()
-    return SRV
+    return SHARED.get()
 
 
 def uniq(prefix):
@@ -226,13 +223,42 @@ def test_rest_bad_names():
            ("tab", "a%09b"), ("newline", "a%0Ab"), ("control 0x01", "a%01b"), ("DEL", "a%7Fb"),
            ("NBSP", "a%C2%A0b"), ("zero width space (Cf)", "a%E2%80%8Bb"), ("line separator", "a%E2%80%A8b"),
            ("invalid UTF-8", "a%FFb"), ("overlong UTF-8", "a%C0%AFb"), ("NUL", "a%00b")]
+    failures = []
     for what, enc in bad:
-        code, body = curl_json("POST", "/v1/channels/%s/messages" % enc, data='{"data":1}')
-        T.check_rest_error(code, body, 40001, "POST messages on channel %s" % what)
-        status, _, body = s.http("GET", "/v1/channels/%s" % enc)
-        T.check_rest_error(status, body, 40001, "GET channel %s" % what)
-        status, _, body = s.http("GET", "/v1/channels/%s/messages" % enc)
-        T.check_rest_error(status, body, 40001, "GET messages of channel %s" % what)
+        for method, path in (("POST", "/v1/channels/%s/messages" % enc), ("GET", "/v1/channels/%s" % enc),
+                             ("GET", "/v1/channels/%s/messages" % enc)):
+            try:
+                if method == "POST":
+                    code, body = curl_json("POST", path, data='{"data":1}')
+                else:
+                    code, _, body = s.http("GET", path)
+                T.check_rest_error(code, body, 40001, "%s %s (%s)" % (method, path, what))
+            except Exception as e:  # keep going: report every bad case at once
+                failures.append(str(e)[:300])
+                time.sleep(0.3)  # let a crash show as an exit status
+            if s.proc.poll() is not None:
+                raise T.TestFailure("the server died (exit %r) on %s %s (%s); earlier failures: %r"
+                                    % (s.proc.returncode, method, path, what, failures))
+    check(not failures, "%d bad-name requests got the wrong answer" % len(failures), *failures)
+
+
+def test_hostile_paths_do_not_crash():
+    """Odd request targets get some 4xx answer and never take the server down."""
+    s = server()
+    paths = ["/v1/channels/%00", "/v1/channels/a%00b/messages", "/%00", "/v1/channels/%", "/v1/channels/%zz",
+             "/v1/channels/a%2", "/v1/channels/" + "%41" * 300, "/v1/channels/..%2F..%2Fetc", "/v1/channels/%0D%0A",
+             "/v1/channels/%E2%80", "/" + "a" * 4000]
+    for p in paths:
+        for method in ("GET", "POST"):
+            try:
+                code, _, _ = s.http(method, p, raw=b'{"data":1}' if method == "POST" else None, timeout=10)
+            except Exception as e:
+                code = repr(e)
+                time.sleep(0.3)
+            check(s.proc.poll() is None, "server alive after %s %s (it exited %r)" % (method, p, s.proc.returncode))
+            check(isinstance(code, int) and 400 <= code < 500, "%s %s gets a 4xx (got %r)" % (method, p, code))
+    status, _, _ = s.http("GET", "/healthz")
+    check_eq(status, 200, "healthz after hostile paths")
 
 
 def test_rest_too_large():
@@ -259,7 +285,7 @@ def test_rest_too_large():
 
 def test_unknown_path_404():
     s = server()
-    for path in ("/nope", "/v1/nope", "/v2/channels/x", "/v1/channels/x/nope"):
+    for path in ("/nope", "/v1/nope", "/v2/channels/x", "/v1/queues-typo/x"):
         status, _, body = s.http("GET", path)
         T.check_rest_error(status, body, 40400, "GET %s" % path)
 
@@ -307,13 +333,12 @@ def test_metrics():
 
 
 def test_zz_server_exits_cleanly():
-    if SRV is not None:
-        SRV.stop()
+    """Last: the shared server stops on SIGTERM with exit code 0 and never crashed."""
+    SHARED.finish()
 
 
 if __name__ == "__main__":
     try:
         T.main(globals())
     finally:
-        if SRV is not None:
-            SRV.cleanup()
+        SHARED.cleanup()

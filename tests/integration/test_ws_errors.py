@@ -13,15 +13,12 @@ import websockets
 import ternlib as T
 from ternlib import Client, check, check_eq
 
-SRV = None
+SHARED = T.Shared()
 LIMIT = 65536
 
 
 def server():
-    global SRV
-    if SRV is None:
-        SRV = T.Server().start()
-    return SRV
+    return SHARED.get()
 
 
 class Bystander:
@@ -328,13 +325,12 @@ async def test_many_errors_do_not_close():
 
 
 def test_zz_server_exits_cleanly():
-    if SRV is not None:
-        SRV.stop()
+    """Last: the shared server stops on SIGTERM with exit code 0 and never crashed."""
+    SHARED.finish()
 
 
 if __name__ == "__main__":
     try:
         T.main(globals())
     finally:
-        if SRV is not None:
-            SRV.cleanup()
+        SHARED.cleanup()
