@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "err.h"
+#include "tern_err.h"
 #include "hmap.h"
-#include "limits.h"
+#include "tern_limits.h"
 #include "list.h"
 #include "names.h"
 #include "store.h"
@@ -32,6 +32,7 @@ struct broker_sub {
 	broker_msg_fn fn;
 	void *arg;
 	uint32_t clients;
+	uint64_t after_seq; /* it was told the channel stood here */
 };
 
 struct broker {
@@ -108,7 +109,8 @@ static void fan_out(struct chan *ch, struct tern_msg *m)
 	while (pos != &ch->subs) {
 		struct broker_sub *sub = container_of(pos, struct broker_sub, link);
 		b->walk_next = pos->next;
-		sub->fn(sub->arg, m);
+		if (m->seq > sub->after_seq)
+			sub->fn(sub->arg, m);
 		pos = b->walk_next;
 	}
 	b->walk_next = NULL;
@@ -120,7 +122,6 @@ static void pub_done(struct store_op *op)
 	struct chan *ch = p->ch;
 	struct tern_msg *m = op->msg;
 
-	ch->inflight--;
 	if (op->err != 0) {
 		p->b->stats.publish_errors++;
 		p->cb(p->arg, op->err, 0, NULL);
@@ -134,6 +135,8 @@ static void pub_done(struct store_op *op)
 		p->cb(p->arg, 0, m->seq, m->id);
 	}
 	msg_unref(m);
+	/* Only now: a callback above may have dropped the last subscriber. */
+	ch->inflight--;
 	chan_release_if_idle(ch);
 	free(p);
 }
@@ -229,6 +232,7 @@ int broker_subscribe(struct broker *b, const char *chan, size_t len, broker_msg_
 	sub->fn = fn;
 	sub->arg = arg;
 	sub->clients = clients;
+	sub->after_seq = ch->last_seq;
 	ch->clients += clients;
 	list_insert_tail(&ch->subs, &sub->link);
 	*out = sub;

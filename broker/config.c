@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "limits.h"
+#include "tern_limits.h"
 
 void config_defaults(struct tern_config *c)
 {

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "err.h"
+#include "tern_err.h"
 
 uint64_t hmap_hash(const char *key, size_t klen)
 {

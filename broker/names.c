@@ -2,8 +2,8 @@
 
 #include <stdbool.h>
 
-#include "err.h"
-#include "limits.h"
+#include "tern_err.h"
+#include "tern_limits.h"
 
 size_t names_utf8_decode(const unsigned char *s, size_t len, unsigned *cp)
 {

@@ -10,10 +10,10 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "err.h"
+#include "tern_err.h"
 #include "hmap.h"
 #include "list.h"
-#include "limits.h"
+#include "tern_limits.h"
 
 /* A channel as the store thread knows it. seq_pending runs ahead of
  * seq_committed inside a transaction; seq_committed is read by the loop under
@@ -365,7 +365,9 @@ static int run_history(struct store *s, struct store_op *op)
 	struct schan *c = chan_find(s, op->chan, op->chan_len);
 	int64_t id = c && c->in_db ? c->db_id : -1;
 	pthread_mutex_unlock(&s->mu);
-	if (id < 0 || op->limit == 0)
+	/* Seqs are stored as SQLite integers (signed 64-bit): bounds past that
+	 * range mean "nothing after" and "no upper bound". */
+	if (id < 0 || op->limit == 0 || op->after_seq >= (uint64_t)INT64_MAX)
 		return 0;
 	op->msgs = calloc(op->limit, sizeof(*op->msgs));
 	if (!op->msgs)
@@ -373,7 +375,8 @@ static int run_history(struct store *s, struct store_op *op)
 	sqlite3_stmt *st = s->st[op->backwards ? ST_HIST_BACK : ST_HIST_FWD];
 	sqlite3_bind_int64(st, 1, id);
 	sqlite3_bind_int64(st, 2, (int64_t)op->after_seq);
-	sqlite3_bind_int64(st, 3, op->before_seq ? (int64_t)op->before_seq : INT64_MAX);
+	sqlite3_bind_int64(st, 3, op->before_seq && op->before_seq < (uint64_t)INT64_MAX
+				  ? (int64_t)op->before_seq : INT64_MAX);
 	sqlite3_bind_int64(st, 4, op->limit);
 	int rc;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW && op->nmsgs < op->limit) {

@@ -1,4 +1,4 @@
-#include "err.h"
+#include "tern_err.h"
 
 int tern_err_code(int err)
 {

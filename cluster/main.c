@@ -1,0 +1,53 @@
+/* The `tern` command: dispatches to the process or client it names. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "dev.h"
+
+static void help(FILE *f)
+{
+	fprintf(f,
+		"tern %s: a pub/sub messaging broker\n\n"
+		"usage:\n"
+		"  tern dev [--listen HOST:PORT] [--data DIR] [--config FILE]\n"
+		"        run a broker and an edge in one process (default 127.0.0.1:8080, ./tern-data)\n"
+		"  tern pub [--url URL] [--name EVENT] CHANNEL DATA\n"
+		"        publish DATA (JSON, or a plain string) and print the seq and id\n"
+		"  tern sub [--url URL] [--rewind N | --from-seq N] CHANNEL\n"
+		"        print every message of CHANNEL as one JSON line\n"
+		"  tern node ... / tern edge ...   (clustered mode; not in this version)\n"
+		"  tern --version | tern help\n\n"
+		"URL defaults to http://127.0.0.1:8080. Docs: README.md and docs/ in the source.\n",
+		TERN_VERSION);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		help(stderr);
+		return 2;
+	}
+	const char *cmd = argv[1];
+	if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+		printf("tern %s\n", TERN_VERSION);
+		return 0;
+	}
+	if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0) {
+		help(stdout);
+		return 0;
+	}
+	if (strcmp(cmd, "dev") == 0)
+		return tern_dev_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "pub") == 0)
+		return tern_cli_pub(argc - 1, argv + 1);
+	if (strcmp(cmd, "sub") == 0)
+		return tern_cli_sub(argc - 1, argv + 1);
+	if (strcmp(cmd, "node") == 0 || strcmp(cmd, "edge") == 0) {
+		fprintf(stderr, "tern: '%s' (clustered mode) is not in this version; use 'tern dev'\n",
+			cmd);
+		return 2;
+	}
+	fprintf(stderr, "tern: unknown command '%s' (try 'tern help')\n", cmd);
+	return 2;
+}

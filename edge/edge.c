@@ -1,0 +1,262 @@
+/* The edge's lws context on the caller's libuv loop, its one protocol (HTTP
+ * and WebSocket tern.v1.json on the same port), the periodic tick
+ * (heartbeats, shutdown grace), metrics and graceful shutdown. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "tern_err.h"
+#include "internal.h"
+#include "tern_limits.h"
+
+uint64_t edge_now_ms(const struct edge *e) { return uv_now(e->loop); }
+
+static int ws_path_ok(struct lws *wsi)
+{
+	char uri[64];
+	int n = lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI);
+	return n > 0 && strcmp(uri, "/v1/ws") == 0;
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+		    size_t len)
+{
+	switch (reason) {
+	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+		return ws_path_ok(wsi) ? 0 : -1;
+	case LWS_CALLBACK_ESTABLISHED:
+	case LWS_CALLBACK_RECEIVE:
+	case LWS_CALLBACK_SERVER_WRITEABLE:
+	case LWS_CALLBACK_CLOSED:
+		return session_ws_callback(wsi, reason, user, in, len);
+	case LWS_CALLBACK_HTTP:
+	case LWS_CALLBACK_HTTP_BODY:
+	case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+	case LWS_CALLBACK_HTTP_WRITEABLE:
+	case LWS_CALLBACK_CLOSED_HTTP:
+	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+		return rest_http_callback(wsi, reason, user, in, len);
+	default:
+		return lws_callback_http_dummy(wsi, reason, user, in, len);
+	}
+}
+
+/* Index 0 serves HTTP and WebSocket clients that offer no subprotocol; a
+ * client that offers tern.v1.json gets it confirmed by name. */
+static const struct lws_protocols protocols[] = {
+	{
+		.name = "tern.v1.json",
+		.callback = callback,
+		.per_session_data_size = sizeof(void *),
+		/* lws allocates this per connection on its first read: kept small
+		 * for idle connections; larger frames arrive in several pieces. */
+		.rx_buffer_size = 2048,
+	},
+	{NULL, NULL, 0, 0, 0, NULL, 0}
+};
+
+static void finish_shutdown(struct edge *e)
+{
+	uv_timer_stop(&e->tick);
+	echan_drop_all(e);
+	e->destroyed = true;
+	lws_context_destroy(e->ctx); /* lws finishes closing on the loop */
+	if (e->shutdown_done)
+		e->shutdown_done(e->shutdown_arg);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+	struct edge *e = t->data;
+	if (e->shutting_down) {
+		if (list_empty(&e->sessions) ||
+		    edge_now_ms(e) - e->shutdown_started_ms >= TERN_SHUTDOWN_GRACE_MS)
+			finish_shutdown(e);
+		return;
+	}
+	sessions_tick(e);
+}
+
+void echan_drop_all(struct edge *e)
+{
+	while (!list_empty(&e->sessions)) {
+		struct session *s = container_of(e->sessions.next, struct session, link);
+		echan_drop_session(s);
+		list_remove(&s->link);
+		list_init(&s->link);
+	}
+}
+
+void edge_shutdown(struct edge *e, void (*done)(void *arg), void *arg)
+{
+	if (e->shutting_down)
+		return;
+	e->shutting_down = true;
+	e->shutdown_started_ms = edge_now_ms(e);
+	e->shutdown_done = done;
+	e->shutdown_arg = arg;
+	struct list *pos, *tmp;
+	list_foreach_safe(pos, tmp, &e->sessions)
+		session_close(container_of(pos, struct session, link), 1001);
+	uv_timer_start(&e->tick, on_tick, 50, 50);
+}
+
+/* lws reports a failed bind without saying why; binding once ourselves gives
+ * the user the real reason ("Address already in use") before lws tries. */
+static int probe_listen(const char *host, int port, char *why, size_t why_len)
+{
+	struct sockaddr_storage ss;
+	socklen_t sl;
+	memset(&ss, 0, sizeof(ss));
+	struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
+	if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+		v4->sin_family = AF_INET;
+		v4->sin_port = htons((uint16_t)port);
+		sl = sizeof(*v4);
+	} else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+		v6->sin6_family = AF_INET6;
+		v6->sin6_port = htons((uint16_t)port);
+		sl = sizeof(*v6);
+	} else {
+		snprintf(why, why_len, "cannot listen on %s:%d: not an IP address", host, port);
+		return TERN_EBADREQ;
+	}
+	int fd = socket(ss.ss_family, SOCK_STREAM, 0), one = 1;
+	if (fd < 0) {
+		snprintf(why, why_len, "cannot listen: %s", strerror(errno));
+		return TERN_EINTERNAL;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	int rc = bind(fd, (struct sockaddr *)&ss, sl);
+	int saved = errno;
+	close(fd);
+	if (rc != 0) {
+		snprintf(why, why_len, "cannot listen on %s:%d: %s", host, port, strerror(saved));
+		return TERN_EINTERNAL;
+	}
+	return 0;
+}
+
+static struct frame *static_frame(const char *text)
+{
+	struct fbuf b;
+	fbuf_init(&b, strlen(text));
+	fbuf_puts(&b, text);
+	return fbuf_finish(&b);
+}
+
+int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_t why_len)
+{
+	char host[256];
+	int port;
+	if (config_split_hostport(ec->cfg->listen, host, sizeof(host), &port) != 0) {
+		snprintf(why, why_len, "bad listen address '%s'", ec->cfg->listen);
+		return TERN_EBADREQ;
+	}
+	int rc = probe_listen(host, port, why, why_len);
+	if (rc != 0)
+		return rc;
+	struct edge *e = calloc(1, sizeof(*e));
+	if (!e) {
+		snprintf(why, why_len, "out of memory");
+		return TERN_EINTERNAL;
+	}
+	e->loop = ec->loop;
+	e->cfg = ec->cfg;
+	e->be_ops = ec->be_ops;
+	e->be = ec->be;
+	e->metrics_extra = ec->metrics_extra;
+	e->metrics_arg = ec->metrics_arg;
+	hmap_init(&e->chans);
+	list_init(&e->sessions);
+	unsigned char rnd[6];
+	RAND_bytes(rnd, sizeof(rnd));
+	for (int i = 0; i < 6; i++)
+		snprintf(e->conn_prefix + 2 * i, 3, "%02x", rnd[i]);
+	e->hb_frame = static_frame("{\"op\":\"heartbeat\"}");
+	uv_timer_init(e->loop, &e->tick);
+	e->tick.data = e;
+
+	struct lws_context_creation_info info;
+	void *loops[1] = {e->loop};
+	memset(&info, 0, sizeof(info));
+	info.port = port;
+	info.iface = strcmp(host, "0.0.0.0") == 0 ? NULL : host;
+	info.protocols = protocols;
+	info.user = e;
+	info.options = LWS_SERVER_OPTION_LIBUV;
+	if (!strchr(host, ':'))
+		info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+	info.foreign_loops = loops;
+	info.pcontext = &e->ctx;
+	info.timeout_secs = (unsigned)ec->cfg->handshake_timeout_s;
+	info.keepalive_timeout = (int)ec->cfg->handshake_timeout_s;
+	info.timeout_secs_ah_idle = (unsigned)ec->cfg->handshake_timeout_s;
+	info.max_http_header_data = 4096;
+	info.server_string = "tern";
+	e->ctx = lws_create_context(&info);
+	if (!e->ctx) {
+		snprintf(why, why_len, "cannot listen on %s:%d", host, port);
+		frame_unref(e->hb_frame);
+		uv_close((uv_handle_t *)&e->tick, NULL);
+		hmap_destroy(&e->chans);
+		free(e);
+		return TERN_EINTERNAL;
+	}
+	uint64_t every = ec->cfg->heartbeat_ms / 4;
+	uv_timer_start(&e->tick, on_tick, every < 1000 ? every : 1000, every < 1000 ? every : 1000);
+	*out = e;
+	return 0;
+}
+
+static void on_tick_closed(uv_handle_t *h)
+{
+	struct edge *e = h->data;
+	hmap_destroy(&e->chans);
+	free(e);
+}
+
+void edge_free(struct edge *e)
+{
+	frame_unref(e->hb_frame);
+	uv_close((uv_handle_t *)&e->tick, on_tick_closed);
+}
+
+static void metric(struct fbuf *b, const char *name, const char *type, const char *help,
+		   uint64_t v)
+{
+	fbuf_printf(b, "# HELP %s %s\n", name, help);
+	fbuf_printf(b, "# TYPE %s %s\n%s %llu\n", name, type, name, (unsigned long long)v);
+}
+
+void edge_metrics(struct edge *e, struct fbuf *b)
+{
+	const struct edge_stats *st = &e->st;
+	metric(b, "tern_connections", "gauge", "WebSocket connections open", st->connections);
+	metric(b, "tern_connections_total", "counter", "WebSocket connections accepted",
+	       st->connections_total);
+	metric(b, "tern_subscriptions", "gauge", "Channel subscriptions held by sessions",
+	       st->subscriptions);
+	metric(b, "tern_edge_upstream_subscriptions", "gauge",
+	       "Channels with one upstream subscription", st->upstream_subs);
+	metric(b, "tern_messages_in_total", "counter", "Messages published and acknowledged",
+	       st->messages_in);
+	metric(b, "tern_messages_out_total", "counter", "Message frames written to clients",
+	       st->messages_out);
+	metric(b, "tern_bytes_out_total", "counter", "WebSocket payload bytes written",
+	       st->bytes_out);
+	metric(b, "tern_slow_consumer_closes_total", "counter",
+	       "Sessions closed with 4008 (slow consumer)", st->slow_closes);
+	metric(b, "tern_client_errors_total", "counter", "Error frames sent to WebSocket clients",
+	       st->protocol_errors);
+	metric(b, "tern_http_requests_total", "counter", "HTTP requests served", st->http_requests);
+	if (e->metrics_extra)
+		e->metrics_extra(e->metrics_arg, b);
+}

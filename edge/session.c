@@ -1,0 +1,386 @@
+/* WebSocket sessions speaking tern.v1.json: reassembly with a size check
+ * before buffering, dispatch of client ops, and a bounded outbound queue of
+ * shared frames written only when the socket is writable. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tern_err.h"
+#include "internal.h"
+#include "tern_limits.h"
+
+struct pub_ctx {
+	struct session *s;
+	bool has_ref;
+	uint64_t ref;
+};
+
+static struct session *session_new(struct edge *e, struct lws *wsi)
+{
+	struct session *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->e = e;
+	s->wsi = wsi;
+	s->refs = 1;
+	list_init(&s->subs);
+	list_insert_tail(&e->sessions, &s->link);
+	snprintf(s->id, sizeof(s->id), "%s-%llx", e->conn_prefix,
+		 (unsigned long long)++e->conn_counter);
+	s->last_tx_ms = edge_now_ms(e);
+	e->st.connections++;
+	e->st.connections_total++;
+	return s;
+}
+
+static void queue_clear(struct session *s)
+{
+	while (s->qlen) {
+		frame_unref(s->q[s->qhead]);
+		s->qhead = (s->qhead + 1) % s->qcap;
+		s->qlen--;
+	}
+	s->qbytes = 0;
+}
+
+void session_put(struct session *s)
+{
+	if (--s->refs)
+		return;
+	queue_clear(s);
+	free(s->q);
+	free(s->rx);
+	free(s);
+}
+
+static int queue_push(struct session *s, struct frame *f)
+{
+	if (s->qlen == s->qcap) {
+		size_t cap = s->qcap ? s->qcap * 2 : 8;
+		struct frame **q = malloc(cap * sizeof(*q));
+		if (!q)
+			return -1;
+		for (size_t i = 0; i < s->qlen; i++)
+			q[i] = s->q[(s->qhead + i) % s->qcap];
+		free(s->q);
+		s->q = q;
+		s->qhead = 0;
+		s->qcap = cap;
+	}
+	s->q[(s->qhead + s->qlen) % s->qcap] = frame_ref(f);
+	s->qlen++;
+	s->qbytes += f->len;
+	return 0;
+}
+
+/* Ends the session after what is queued: the close frame carries code. For
+ * 4008 the backlog is dropped first and only the error frame goes out, so a
+ * slow reader's memory is released at once. */
+void session_close(struct session *s, int code)
+{
+	if (!s->wsi || s->close_code)
+		return;
+	if (code == 4008) {
+		queue_clear(s);
+		s->e->st.slow_closes++;
+		struct frame *f = wire_error_frame(false, 0, TERN_ESLOW, tern_err_str(TERN_ESLOW));
+		if (f) {
+			queue_push(s, f);
+			frame_unref(f);
+		}
+	}
+	s->close_code = code;
+	echan_drop_session(s);
+	lws_callback_on_writable(s->wsi);
+}
+
+void session_send(struct session *s, struct frame *f)
+{
+	/* While going away (1001) replies still go out; subscriptions are gone. */
+	if (!s->wsi || (s->close_code && s->close_code != 1001))
+		return;
+	if (s->qbytes + f->len > s->e->cfg->session_queue_max_bytes ||
+	    s->qlen >= TERN_SESSION_QUEUE_FRAMES_MAX) {
+		session_close(s, 4008);
+		return;
+	}
+	if (queue_push(s, f) != 0) {
+		session_close(s, 1011);
+		return;
+	}
+	if (s->qlen == 1)
+		lws_callback_on_writable(s->wsi);
+}
+
+static void send_owned(struct session *s, struct frame *f)
+{
+	if (!f) {
+		session_close(s, 1011);
+		return;
+	}
+	session_send(s, f);
+	frame_unref(f);
+}
+
+void session_send_ok(struct session *s, bool has_ref, uint64_t ref, const char *extra)
+{
+	if (has_ref)
+		send_owned(s, wire_ok_frame(true, ref, extra ? extra : ""));
+}
+
+void session_send_error(struct session *s, bool has_ref, uint64_t ref, int err, const char *why)
+{
+	s->e->st.protocol_errors++;
+	send_owned(s, wire_error_frame(has_ref, ref, err, why ? why : tern_err_str(err)));
+}
+
+static void set_rx_paused(struct session *s, bool paused)
+{
+	if (s->rx_paused == paused || !s->wsi)
+		return;
+	s->rx_paused = paused;
+	lws_rx_flow_control(s->wsi, paused ? 0 : 1);
+}
+
+static void pub_done(void *arg, int err, uint64_t seq, const char *id)
+{
+	struct pub_ctx *pc = arg;
+	struct session *s = pc->s;
+	s->inflight--;
+	if (s->wsi && s->close_code == 1001)
+		lws_callback_on_writable(s->wsi);
+	if (s->wsi && (!s->close_code || s->close_code == 1001)) {
+		if (err != 0) {
+			session_send_error(s, pc->has_ref, pc->ref, err, tern_err_str(err));
+		} else {
+			s->e->st.messages_in++;
+			char extra[96];
+			snprintf(extra, sizeof(extra), ",\"seq\":%llu,\"id\":\"%s\"",
+				 (unsigned long long)seq, id);
+			session_send_ok(s, pc->has_ref, pc->ref, extra);
+		}
+		if (s->inflight < TERN_SESSION_INFLIGHT_MAX / 2)
+			set_rx_paused(s, false);
+	}
+	free(pc);
+	session_put(s);
+}
+
+static int do_publish(struct session *s, struct wire_req *req, const char **why)
+{
+	struct edge *e = s->e;
+	struct pub_ctx *pc = calloc(1, sizeof(*pc));
+	if (!pc) {
+		*why = "out of memory";
+		return TERN_EUNAVAIL;
+	}
+	struct broker_pub p = {
+		.chan = req->channel,
+		.chan_len = req->channel_len,
+		.name = req->pub.has_name ? req->pub.name : NULL,
+		.name_len = req->pub.name_len,
+		.data = req->pub.data,
+		.data_len = req->pub.data_len,
+		.enc = req->pub.enc,
+		.idem_key = req->pub.idem,
+		.idem_len = req->pub.idem_len,
+	};
+	pc->s = s;
+	pc->has_ref = req->has_ref;
+	pc->ref = req->ref;
+	int rc = e->be_ops->publish(e->be, &p, pub_done, pc, why);
+	if (rc != 0) {
+		free(pc);
+		return rc;
+	}
+	s->refs++;
+	if (++s->inflight >= TERN_SESSION_INFLIGHT_MAX)
+		set_rx_paused(s, true);
+	return 0;
+}
+
+static void handle_frame(struct session *s, const char *buf, size_t len)
+{
+	struct wire_req req;
+	const char *why = NULL;
+	int rc = wire_parse_client(buf, len, s->e->cfg->max_message_bytes, &req, &why);
+	if (rc == 0) {
+		switch (req.op) {
+		case WIRE_OP_SUBSCRIBE:
+			rc = echan_subscribe(s, &req, &why);
+			break;
+		case WIRE_OP_UNSUBSCRIBE:
+			echan_unsubscribe(s, req.channel, req.channel_len);
+			session_send_ok(s, req.has_ref, req.ref, "");
+			break;
+		case WIRE_OP_PUBLISH:
+			rc = do_publish(s, &req, &why);
+			break;
+		case WIRE_OP_PING: {
+			char pong[48];
+			if (req.has_ref)
+				snprintf(pong, sizeof(pong), "{\"op\":\"pong\",\"ref\":%llu}",
+					 (unsigned long long)req.ref);
+			else
+				snprintf(pong, sizeof(pong), "{\"op\":\"pong\"}");
+			struct fbuf b;
+			fbuf_init(&b, 48);
+			fbuf_puts(&b, pong);
+			send_owned(s, fbuf_finish(&b));
+			break;
+		}
+		default:
+			rc = TERN_EBADREQ;
+			why = "unknown op";
+		}
+	}
+	if (rc != 0)
+		session_send_error(s, req.has_ref, req.ref, rc, why);
+	wire_req_free(&req);
+}
+
+/* Frames larger than this close the connection with 1009 (contract: twice
+ * the message size limit); smaller ones are parsed and judged field by field. */
+static size_t frame_limit(const struct session *s) { return 2 * s->e->cfg->max_message_bytes; }
+
+static int on_receive(struct session *s, const void *in, size_t len)
+{
+	struct lws *wsi = s->wsi;
+	size_t remaining = lws_remaining_packet_payload(wsi);
+	if (s->close_code)
+		return 0;
+	if (s->rxlen + len + remaining > frame_limit(s)) {
+		session_send_error(s, false, 0, TERN_ETOOLARGE,
+				   "frame is larger than twice the message size limit");
+		session_close(s, 1009);
+		return 0;
+	}
+	bool whole = lws_is_first_fragment(wsi) && lws_is_final_fragment(wsi) && remaining == 0;
+	if (whole && s->rxlen == 0) {
+		handle_frame(s, in, len);
+		return 0;
+	}
+	if (s->rxlen + len > s->rxcap) {
+		size_t cap = s->rxlen + len + remaining;
+		unsigned char *rx = realloc(s->rx, cap);
+		if (!rx) {
+			session_close(s, 1011);
+			return 0;
+		}
+		s->rx = rx;
+		s->rxcap = cap;
+	}
+	memcpy(s->rx + s->rxlen, in, len);
+	s->rxlen += len;
+	if (lws_is_final_fragment(wsi) && remaining == 0) {
+		handle_frame(s, (const char *)s->rx, s->rxlen);
+		s->rxlen = 0;
+		if (s->rxcap > 64 * 1024) { /* do not keep a large buffer while idle */
+			free(s->rx);
+			s->rx = NULL;
+			s->rxcap = 0;
+		}
+	}
+	return 0;
+}
+
+static int on_writeable(struct session *s)
+{
+	struct lws *wsi = s->wsi;
+	struct edge *e = s->e;
+	int n = 0;
+	while (s->qlen && n < TERN_SESSION_WRITES_PER_TURN && !lws_send_pipe_choked(wsi)) {
+		struct frame *f = s->q[s->qhead];
+		if (lws_write(wsi, frame_payload(f), f->len, LWS_WRITE_TEXT) < (int)f->len)
+			return -1;
+		s->qhead = (s->qhead + 1) % s->qcap;
+		s->qlen--;
+		s->qbytes -= f->len;
+		e->st.bytes_out += f->len;
+		e->st.messages_out += f->kind == WIRE_FRAME_MESSAGE;
+		frame_unref(f);
+		n++;
+	}
+	if (n)
+		s->last_tx_ms = edge_now_ms(e);
+	if (s->qlen) {
+		lws_callback_on_writable(wsi);
+		return 0;
+	}
+	/* Going away waits for the answers to publishes in flight. */
+	if (s->close_code && (s->close_code != 1001 || s->inflight == 0)) {
+		static const char *const reasons[] = {"slow consumer", "going away", "too large",
+						      "internal error", "closing"};
+		const char *r = s->close_code == 4008 ? reasons[0]
+			       : s->close_code == 1001 ? reasons[1]
+			       : s->close_code == 1009 ? reasons[2]
+			       : s->close_code == 1011 ? reasons[3] : reasons[4];
+		lws_close_reason(wsi, (enum lws_close_status)s->close_code, (unsigned char *)r,
+				 strlen(r));
+		return -1;
+	}
+	echan_resume_drained(s);
+	return 0;
+}
+
+static void send_connected(struct session *s)
+{
+	struct fbuf b;
+	fbuf_init(&b, 160);
+	fbuf_printf(&b, "{\"op\":\"connected\",\"connection_id\":\"%s\",\"heartbeat_ms\":%llu,"
+			"\"max_message_bytes\":%llu}", s->id,
+		    (unsigned long long)s->e->cfg->heartbeat_ms,
+		    (unsigned long long)s->e->cfg->max_message_bytes);
+	send_owned(s, fbuf_finish(&b));
+}
+
+static void on_closed(struct session *s)
+{
+	struct edge *e = s->e;
+	echan_drop_session(s);
+	list_remove(&s->link);
+	s->wsi = NULL;
+	e->st.connections--;
+	session_put(s);
+}
+
+int session_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+			void *in, size_t len)
+{
+	struct session **ps = user;
+	struct edge *e = lws_context_user(lws_get_context(wsi));
+	switch (reason) {
+	case LWS_CALLBACK_ESTABLISHED:
+		if (e->shutting_down)
+			return -1;
+		*ps = session_new(e, wsi);
+		if (!*ps)
+			return -1;
+		send_connected(*ps);
+		return 0;
+	case LWS_CALLBACK_RECEIVE:
+		return *ps ? on_receive(*ps, in, len) : -1;
+	case LWS_CALLBACK_SERVER_WRITEABLE:
+		return *ps ? on_writeable(*ps) : -1;
+	case LWS_CALLBACK_CLOSED:
+		if (*ps)
+			on_closed(*ps);
+		*ps = NULL;
+		return 0;
+	default:
+		return 0;
+	}
+}
+
+void sessions_tick(struct edge *e)
+{
+	uint64_t now = edge_now_ms(e);
+	struct list *pos, *tmp;
+	list_foreach_safe(pos, tmp, &e->sessions) {
+		struct session *s = container_of(pos, struct session, link);
+		if (s->qlen == 0 && !s->close_code && now - s->last_tx_ms >= e->cfg->heartbeat_ms) {
+			session_send(s, e->hb_frame);
+			s->last_tx_ms = now;
+		}
+	}
+}
