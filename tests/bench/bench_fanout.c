@@ -114,6 +114,9 @@ static void report(const struct fanout_config *cfg, const struct fanout_result *
 		       per(broker_us, d), per((double)r->broker_cpu.user_us, d),
 		       per((double)r->broker_cpu.sys_us, d), broker_us / 1e3,
 		       per(broker_us / 1e6, deliver_s));
+		printf("broker_oncpu_us_per_delivery=%.3f\nbroker_runq_wait_ms=%.0f\n",
+		       per((double)r->broker_cpu.oncpu_ns / 1e3, d),
+		       (double)r->broker_cpu.runq_wait_ns / 1e6);
 		printf("broker_connect_cpu_us_per_conn=%.1f\n",
 		       per((double)(r->broker_connect_cpu.user_us + r->broker_connect_cpu.sys_us),
 			   r->subscribed));
@@ -123,8 +126,9 @@ static void report(const struct fanout_config *cfg, const struct fanout_result *
 		       (unsigned long long)r->rss_after / 1024,
 		       per((double)r->rss_after - (double)r->rss_before, r->subscribed));
 	}
-	printf("harness_cpu_us_per_delivery=%.3f\nharness_cpu_cores=%.2f\n", per(self_us, d),
-	       per(self_us / 1e6, deliver_s));
+	printf("harness_cpu_us_per_delivery=%.3f\nharness_cpu_cores=%.2f\nharness_runq_wait_ms=%.0f\n",
+	       per(self_us, d), per(self_us / 1e6, deliver_s),
+	       (double)r->harness_cpu.runq_wait_ns / 1e6);
 	fflush(stdout);
 }
 

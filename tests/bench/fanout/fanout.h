@@ -115,10 +115,14 @@ uint64_t fanout_hist_quantile(const struct fanout_hist *h, double q);
 struct fanout_proc_cpu {
 	uint64_t user_us;
 	uint64_t sys_us;
+	uint64_t oncpu_ns;      /* schedstat: on a CPU, all threads (0 if unknown) */
+	uint64_t runq_wait_ns;  /* schedstat: runnable but waiting for a CPU */
 };
 
 /* utime and stime of process `pid` from /proc/PID/stat, in µs (resolution
- * 1/CLK_TCK, 10 ms on Debian kernels). Returns 0 or -errno. */
+ * 1/CLK_TCK, 10 ms on Debian kernels), and from each /proc/PID/task/TID/schedstat
+ * its time on a CPU and waiting for one, in ns, summed over its threads
+ * (threads that ended are missing from the sums). Returns 0 or -errno. */
 int fanout_proc_cpu(int pid, struct fanout_proc_cpu *out);
 /* VmRSS of `pid` from /proc/PID/status, in bytes. Returns 0 or -errno. */
 int fanout_proc_rss(int pid, uint64_t *rss_bytes);

@@ -565,8 +565,12 @@ static void finish(struct harness *h)
 	fanout_self_cpu(&self1);
 	res->broker_cpu.user_us = cpu1.user_us - h->cpu0.user_us;
 	res->broker_cpu.sys_us = cpu1.sys_us - h->cpu0.sys_us;
+	res->broker_cpu.oncpu_ns = cpu1.oncpu_ns - h->cpu0.oncpu_ns;
+	res->broker_cpu.runq_wait_ns = cpu1.runq_wait_ns - h->cpu0.runq_wait_ns;
 	res->harness_cpu.user_us = self1.user_us - h->self0.user_us;
 	res->harness_cpu.sys_us = self1.sys_us - h->self0.sys_us;
+	res->harness_cpu.oncpu_ns = self1.oncpu_ns - h->self0.oncpu_ns;
+	res->harness_cpu.runq_wait_ns = self1.runq_wait_ns - h->self0.runq_wait_ns;
 	if (h->publish_start_ns) {
 		res->publish_ns = h->last_send_ns - h->publish_start_ns;
 		if (h->last_delivery_ns > h->publish_start_ns)

@@ -4,6 +4,7 @@
  */
 #include "fanout.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -132,6 +133,39 @@ uint64_t fanout_hist_quantile(const struct fanout_hist *h, double q)
 
 /* ---- /proc -------------------------------------------------------------- */
 
+/* Sums the first two fields of every thread's schedstat (see
+ * Documentation/scheduler/sched-stats.rst); leaves zeros when unavailable. */
+static void sum_schedstat(int pid, struct fanout_proc_cpu *out)
+{
+	char path[96];
+	struct dirent *d;
+	DIR *dir;
+
+	out->oncpu_ns = 0;
+	out->runq_wait_ns = 0;
+	snprintf(path, sizeof(path), "/proc/%d/task", pid);
+	dir = opendir(path);
+	if (!dir)
+		return;
+	while ((d = readdir(dir)) != NULL) {
+		unsigned long long run, wait;
+		FILE *f;
+
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/task/%.16s/schedstat", pid, d->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fscanf(f, "%llu %llu", &run, &wait) == 2) {
+			out->oncpu_ns += run;
+			out->runq_wait_ns += wait;
+		}
+		fclose(f);
+	}
+	closedir(dir);
+}
+
 int fanout_proc_cpu(int pid, struct fanout_proc_cpu *out)
 {
 	char path[64], line[1024], *p;
@@ -157,6 +191,7 @@ int fanout_proc_cpu(int pid, struct fanout_proc_cpu *out)
 		return -EINVAL;
 	out->user_us = utime * 1000000ull / (unsigned long long)tck;
 	out->sys_us = stime * 1000000ull / (unsigned long long)tck;
+	sum_schedstat(pid, out);
 	return 0;
 }
 
@@ -189,4 +224,5 @@ void fanout_self_cpu(struct fanout_proc_cpu *out)
 	getrusage(RUSAGE_SELF, &ru);
 	out->user_us = (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec;
 	out->sys_us = (uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec;
+	sum_schedstat((int)getpid(), out);
 }
