@@ -783,6 +783,8 @@ static void summarize(struct harness *h)
 	res->lost = res->expected > res->deliveries ? res->expected - res->deliveries : 0;
 	if (res->subscribed < cfg->subscribers)
 		fail(h, "not every subscriber subscribed");
+	else if (res->closed_by_broker)
+		fail(h, "subscribers were closed by the broker");
 	else if (res->lost)
 		fail(h, "deliveries lost");
 	else if (res->duplicated || res->reordered || res->seq_gaps || res->seq_mismatch)
@@ -791,8 +793,6 @@ static void summarize(struct harness *h)
 		fail(h, "not every publish was acknowledged");
 	else if (res->errors || res->bad_frames)
 		fail(h, "error or unreadable frames");
-	else if (res->closed_by_broker)
-		fail(h, "subscribers were closed by the broker");
 	else if (res->published == 0)
 		fail(h, "nothing was published");
 	res->pass = res->reason[0] == '\0';
