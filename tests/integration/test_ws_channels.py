@@ -45,6 +45,39 @@ async def test_no_subprotocol_offered_defaults_to_json():
     await c.close()
 
 
+async def test_subprotocol_chosen_among_several():
+    c = await Client.connect(server(), subprotocols=["x.unknown", "tern.v1.json"])
+    check_eq(c.ws.subprotocol, "tern.v1.json", "the server picks tern.v1.json among the offered ones")
+    await c.ping()
+    await c.close()
+
+
+async def test_binary_frame_on_json_protocol():
+    """tern.v1.json speaks text frames. A binary frame may be read as the same
+    JSON (lenient) or refused with an error frame (and, if that error ends the
+    connection, a 4000 close); binary garbage is always an error, never a crash."""
+    s = server()
+    c = await Client.connect(s)
+    await c.ws.send(b'{"op":"ping","ref":1}')
+    f = await c.frame()
+    check(f.get("op") in ("pong", "error"), "a binary JSON frame is answered (pong or error)", f)
+    if f["op"] == "error":
+        T.check_error(f["error"], (40000, 41500), "binary frame")
+    alive = True
+    try:
+        await c.ping()
+        await c.ws.send(b"\xff\xfe\x00garbage")
+        f = await c.frame()
+        check_eq(f.get("op"), "error", "binary garbage gets an error frame (got %r)" % (f,))
+        T.check_error(f["error"], 40000, "binary garbage")
+        await c.ping()
+    except websockets.ConnectionClosed as e:
+        alive = False
+        check(e.rcvd is not None and e.rcvd.code == 4000, "if it ends the connection, with close 4000", e.rcvd)
+    check(s.proc.poll() is None, "server alive after binary frames")
+    await c.close()
+
+
 async def test_ping_pong_refs():
     c = await Client.connect(server())
     for ref in (0, 1, 7, 2 ** 31, 2 ** 40):
@@ -166,6 +199,18 @@ async def test_subscribe_twice_is_noop():
     check(not dups, "a second subscribe does not duplicate delivery", dups)
     info = s.channel_info(ch)
     check_eq(info["subscribers"], 1, "subscribers counts the connection once")
+    # Again with rewind or from_seq: still a no-op, so no history is replayed.
+    for opts in ({"rewind": 10}, {"from_seq": 0}):
+        r = await c.subscribe(ch, **opts)
+        check_eq(r.get("seq"), p["seq"], "no-op subscribe %r still answers the last seq" % (opts,))
+    await c.sync()
+    replayed = [f for f in c.backlog if f.get("op") == "message"]
+    check(not replayed, "subscribing again with rewind/from_seq replays nothing", replayed)
+    p2 = await pub.publish(ch, 2)
+    m = await c.message(ch)
+    check_eq(m["seq"], p2["seq"], "still subscribed after the no-op subscribes")
+    await c.sync()
+    check(not [f for f in c.backlog if f.get("op") == "message"], "and still exactly once")
     await c.close()
     await pub.close()
 
@@ -255,6 +300,22 @@ async def test_idempotency_key_publishes_once():
     check_eq(s.channel_info(ch)["last_seq"], r4["seq"], "last_seq")
     for cl in (sub, pub, other):
         await cl.close()
+
+
+async def test_idempotency_window_configurable():
+    """idempotency_window_s 1: within it a key publishes once; well after it the
+    same key publishes a new message (the default window is 2 minutes)."""
+    with T.Server(config={"idempotency_window_s": 1}) as s:
+        ch = "idem-win:%d" % time.time_ns()
+        c = await Client.connect(s)
+        r1 = await c.publish(ch, 1, idempotency_key="w")
+        r2 = await c.publish(ch, 1, idempotency_key="w")
+        check_eq(r2["seq"], r1["seq"], "same key within the window")
+        await asyncio.sleep(3.0)
+        r3 = await c.publish(ch, 1, idempotency_key="w")
+        check_eq(r3["seq"], r1["seq"] + 1, "same key after the window publishes again")
+        check(r3["id"] != r1["id"], "with a new id", r1, r3)
+        await c.close()
 
 
 async def test_channel_names_valid_edge_cases():
