@@ -42,6 +42,9 @@ static void usage(FILE *to)
 		"  --drain-max-ms T       drain phase, at most (30000)\n"
 		"  --message-timeout-ms T inflight1: one message to reach everyone (5000)\n"
 		"  --server-pid PID       the broker's pid, for CPU and RSS from /proc\n"
+		"  --floor                no broker: measure the kernel's send() floor for\n"
+		"                         --subscribers connections, --floor-bytes (70) per message\n"
+		"  --floor-bytes S        message size for --floor\n"
 		"  --label TEXT           printed as workload=TEXT\n"
 		"  --verbose              phase changes and unreadable frames on stderr\n");
 }
@@ -136,7 +139,7 @@ enum {
 	OPT_BROKER = 256, OPT_HOST, OPT_PORT, OPT_CHANNEL, OPT_SUBS, OPT_MODE, OPT_MESSAGES,
 	OPT_RATE, OPT_BURST, OPT_WINDOW, OPT_BACKLOG, OPT_BYTES, OPT_DURATION, OPT_CRATE,
 	OPT_CCONC, OPT_CTIMEOUT, OPT_SETTLE, OPT_DRAIN, OPT_DMAX, OPT_MTIMEOUT, OPT_PID, OPT_LABEL,
-	OPT_VERBOSE, OPT_HELP,
+	OPT_VERBOSE, OPT_FLOOR, OPT_FLOOR_BYTES, OPT_HELP,
 };
 
 static const struct option options[] = {
@@ -163,6 +166,8 @@ static const struct option options[] = {
 	{ "server-pid", required_argument, NULL, OPT_PID },
 	{ "label", required_argument, NULL, OPT_LABEL },
 	{ "verbose", no_argument, NULL, OPT_VERBOSE },
+	{ "floor", no_argument, NULL, OPT_FLOOR },
+	{ "floor-bytes", required_argument, NULL, OPT_FLOOR_BYTES },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -179,7 +184,13 @@ static int num(const char *s, double lo, double hi, double *out)
 	return 0;
 }
 
-static int parse_args(int argc, char **argv, struct fanout_config *cfg, const char **label)
+struct floor_opts {
+	bool run;
+	uint32_t msg_bytes;
+};
+
+static int parse_args(int argc, char **argv, struct fanout_config *cfg, const char **label,
+		      struct floor_opts *floor)
 {
 	int opt;
 	double v = 0;
@@ -218,6 +229,8 @@ static int parse_args(int argc, char **argv, struct fanout_config *cfg, const ch
 		case OPT_PID: bad = num(a, 1, 1 << 30, &v); cfg->server_pid = (int)v; break;
 		case OPT_LABEL: *label = a; break;
 		case OPT_VERBOSE: cfg->verbose = true; break;
+		case OPT_FLOOR: floor->run = true; break;
+		case OPT_FLOOR_BYTES: bad = num(a, 1, 4096, &v); floor->msg_bytes = (uint32_t)v; break;
 		case OPT_HELP: usage(stdout); exit(0);
 		default: return -1;
 		}
@@ -227,10 +240,31 @@ static int parse_args(int argc, char **argv, struct fanout_config *cfg, const ch
 			return -1;
 		}
 	}
-	if (optind != argc || cfg->port == 0) {
+	if (optind != argc || (cfg->port == 0 && !floor->run)) {
 		fprintf(stderr, "bench_fanout: --port is required and there are no operands\n");
 		return -1;
 	}
+	return 0;
+}
+
+static int run_floor(const struct fanout_config *cfg, const struct floor_opts *floor,
+		     const char *label)
+{
+	double us[3];
+	int rc;
+
+	fanout_raise_nofile(cfg->subscribers + 64);
+	rc = fanout_floor(cfg->subscribers, floor->msg_bytes, us);
+	if (rc < 0) {
+		fprintf(stderr, "bench_fanout: floor: %s\n", strerror(-rc));
+		return 2;
+	}
+	printf("bench=fanout-floor\n");
+	if (label)
+		printf("workload=%s\n", label);
+	printf("connections=%u\nmsg_bytes=%u\nfloor_us_per_msg_1=%.3f\nfloor_us_per_msg_8=%.3f\n"
+	       "floor_us_per_msg_32=%.3f\n",
+	       cfg->subscribers, floor->msg_bytes, us[0], us[1], us[2]);
 	return 0;
 }
 
@@ -257,13 +291,16 @@ int main(int argc, char **argv)
 		.drain_max_ms = 30000,
 		.message_timeout_ms = 5000,
 	};
+	struct floor_opts floor = { .msg_bytes = 70 };
 	const char *label = NULL;
 	int rc;
 
-	if (parse_args(argc, argv, &cfg, &label) < 0) {
+	if (parse_args(argc, argv, &cfg, &label, &floor) < 0) {
 		usage(stderr);
 		return 2;
 	}
+	if (floor.run)
+		return run_floor(&cfg, &floor, label);
 	if (!cfg.channel) {
 		snprintf(channel, sizeof(channel), "bench:fanout:%d", (int)getpid());
 		cfg.channel = channel;

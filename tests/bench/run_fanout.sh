@@ -144,6 +144,22 @@ start_server() {
 
 status=0
 summary=()
+declare -A floor1 floor8
+# The kernel's floor now, on this machine, under its current load: CPU per
+# message for one send() per message, and for 8 and 32 per send().
+if [ "$smoke" = 0 ]; then
+  for n in $(for w in "${workloads[@]}"; do read -r nm s _ <<<"$w"
+             if [ -z "$only" ] || grep -Eq "$only" <<<"$nm"; then echo "$s"; fi; done | sort -un); do
+    echo "workload=floor-$n"
+    fout="$tmp/floor-$n.out"
+    if timeout 120 "$bench" --floor --subscribers "$n" >"$fout"; then
+      grep -v '^bench=' "$fout"
+      floor1[$n]=$(sed -n 's/^floor_us_per_msg_1=//p' "$fout")
+      floor8[$n]=$(sed -n 's/^floor_us_per_msg_8=//p' "$fout")
+    fi
+    echo
+  done
+fi
 for w in "${workloads[@]}"; do
   read -r name subs mode messages rate burst <<<"$w"
   if [ -n "$only" ] && ! grep -Eq "$only" <<<"$name"; then continue; fi
@@ -171,13 +187,13 @@ for w in "${workloads[@]}"; do
   [ "$perf" = 1 ] && echo "perf_data=$tmp/$name/perf.data"
   [ $rc -ne 0 ] && status=1
   get() { sed -n "s/^$1=//p" "$out" | head -1; }
-  summary+=("$name|$subs|$mode|$(get result)|$(get deliveries_per_s)|$(get lost)|$(get duplicated)|$(get latency_us_p50)|$(get latency_us_p99)|$(get broker_cpu_us_per_delivery)|$(get broker_rss_bytes_per_conn)|$(get harness_cpu_us_per_delivery)|$(get publish_rate_per_s)")
+  summary+=("$name|$subs|$mode|$(get result)|$(get deliveries_per_s)|$(get lost)|$(get duplicated)|$(get latency_us_p50)|$(get latency_us_p99)|$(get broker_cpu_us_per_delivery)|$(get broker_rss_bytes_per_conn)|$(get harness_cpu_us_per_delivery)|$(get publish_rate_per_s)|${floor1[$subs]:--}|${floor8[$subs]:--}|$(get broker_runq_wait_ms)")
   echo
 done
 
 echo "summary (load: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores)"
 {
-  echo "workload|subs|mode|result|deliv/s|lost|dup|p50_us|p99_us|broker_us/deliv|rss_B/conn|harness_us/deliv|pub/s"
+  echo "workload|subs|mode|result|deliv/s|lost|dup|p50_us|p99_us|broker_us/deliv|rss_B/conn|harness_us/deliv|pub/s|floor1_us|floor8_us|broker_runq_ms"
   for line in "${summary[@]}"; do echo "$line"; done
 } | column -t -s '|'
 [ "$perf" = 1 ] && [ "$keep" = 0 ] && echo "run_fanout: --perf without --keep: perf data removed; add --keep" >&2

@@ -129,6 +129,10 @@ int fanout_proc_rss(int pid, uint64_t *rss_bytes);
 /* This process's own user and system CPU (getrusage), in µs. */
 void fanout_self_cpu(struct fanout_proc_cpu *out);
 
+/* Raises RLIMIT_NOFILE to its hard limit; says on stderr when that is still
+ * below `need`. */
+void fanout_raise_nofile(uint32_t need);
+
 /* CLOCK_MONOTONIC in ns. */
 uint64_t fanout_now_ns(void);
 
@@ -199,6 +203,12 @@ struct fanout_result {
 	uint64_t rss_before, rss_after;     /* around connect-and-subscribe + settle */
 	struct fanout_proc_cpu harness_cpu; /* this process, during publish and drain */
 };
+
+/* The kernel's floor: CPU µs per message that one process spends in send()
+ * to N loopback TCP connections, with 1, 8 and 32 messages of `msg_bytes`
+ * per send() (us_per_msg[0..2]). Forks a child that drains the other ends.
+ * Returns 0 or a negative errno. */
+int fanout_floor(uint32_t n, uint32_t msg_bytes, double us_per_msg[3]);
 
 /* Runs one workload on a fresh loop. Fills `res` whatever happens; returns 0
  * when the run could be carried out (then res->pass says whether the broker

@@ -694,19 +694,6 @@ static void teardown(struct harness *h)
 
 /* ---- setup -------------------------------------------------------------------- */
 
-static void raise_nofile(uint32_t need)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < need)
-		fprintf(stderr, "bench_fanout: RLIMIT_NOFILE %llu is below the %u sockets needed\n",
-			(unsigned long long)rl.rlim_cur, need);
-}
-
 static int alloc_state(struct harness *h)
 {
 	const struct fanout_config *cfg = h->cfg;
@@ -816,7 +803,7 @@ int fanout_run(const struct fanout_config *cfg, struct fanout_result *res)
 		return -ENOMEM;
 	h->cfg = cfg;
 	h->res = res;
-	raise_nofile(cfg->subscribers + 64);
+	fanout_raise_nofile(cfg->subscribers + 64);
 	rc = alloc_state(h);
 	if (rc < 0)
 		goto out_free;

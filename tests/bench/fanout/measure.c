@@ -226,3 +226,16 @@ void fanout_self_cpu(struct fanout_proc_cpu *out)
 	out->sys_us = (uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec;
 	sum_schedstat((int)getpid(), out);
 }
+
+void fanout_raise_nofile(uint32_t need)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < need)
+		fprintf(stderr, "bench_fanout: RLIMIT_NOFILE %llu is below the %u descriptors needed\n",
+			(unsigned long long)rl.rlim_cur, need);
+}
