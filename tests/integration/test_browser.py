@@ -165,6 +165,9 @@ def test_static_assets_served():
         ct = {k.lower(): v for k, v in headers.items()}.get("content-type", "")
         check("text/html" in ct, "index.html is served as text/html", ct)
         check("/tern.js" in body and "<title>" in body, "the demo page is served at /")
+        # The machine may have no internet: the page must not load anything from elsewhere.
+        for bad in ('src="http', "src='http", 'href="http', "href='http", "@import", 'src="//', 'href="//'):
+            check(bad not in body, "no external asset in the demo page (%s)" % bad)
         status, headers, body = s.http("GET", "/tern.js")
         check_eq(status, 200, "GET /tern.js")
         ct = {k.lower(): v for k, v in headers.items()}.get("content-type", "")
