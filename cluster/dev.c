@@ -110,15 +110,16 @@ static int parse_args(struct dev *d, int argc, char **argv)
 	config_defaults(&d->cfg);
 	for (int pass = 0; pass < 2; pass++) {
 		optind = 1;
-		opterr = pass == 0;
+		opterr = 0; /* one line of our own, not getopt's two */
 		while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 			const char *key = c == 'l' ? "listen" : c == 'd' ? "data_dir" : NULL;
 			if (c == 'h') {
 				usage(stdout);
 				return -1;
 			}
-			if (c == '?') {
-				usage(stderr);
+			if (c == '?' || c == ':') {
+				fprintf(stderr, "tern: bad option '%s' for 'tern dev' (try 'tern help')\n",
+					argv[optind - 1]);
 				return 2;
 			}
 			if (pass == 0 && c == 'c' && config_load_file(&d->cfg, optarg, err, sizeof(err))) {

@@ -93,6 +93,17 @@ static void esub_go_live(struct esub *es)
 	held_clear(es);
 }
 
+static void wait_for_drain(struct esub *es)
+{
+	if (!es->wait_drain) {
+		es->wait_drain = true;
+		es->s->waiting_drain++;
+	}
+}
+
+/* Sends one page of history. It stops early when the session's queue is half
+ * full, and resumes from the last seq sent once the queue drains, so catching
+ * up never trips the slow-consumer bound on its own. */
 static void hist_done(void *arg, int err, struct tern_msg **msgs, size_t n)
 {
 	struct hist_req *hr = arg;
@@ -101,9 +112,15 @@ static void hist_done(void *arg, int err, struct tern_msg **msgs, size_t n)
 	if (es) {
 		es->hist = NULL;
 		struct session *s = es->s;
+		size_t half = s->e->cfg->session_queue_max_bytes / 2;
+		bool paused = false;
 		for (size_t i = 0; i < n && s->close_code == 0; i++) {
 			if (msgs[i]->seq <= es->hist_after || msgs[i]->seq > es->boundary)
 				continue;
+			if (s->qbytes > 0 && s->qbytes + msgs[i]->data_len > half) {
+				paused = true;
+				break;
+			}
 			struct frame *f = wire_msg_frame(msgs[i]);
 			if (!f) {
 				session_close(s, 1011);
@@ -116,11 +133,13 @@ static void hist_done(void *arg, int err, struct tern_msg **msgs, size_t n)
 		if (err != 0 && s->close_code == 0)
 			session_send_error(s, false, 0, err, "history could not be read");
 		/* A short page means the store holds no more up to the boundary. */
-		if (err != 0 || n < TERN_HISTORY_PAGE_MAX || es->hist_after >= es->boundary)
+		if (!paused && (err != 0 || n < TERN_HISTORY_PAGE_MAX))
 			es->hist_after = es->boundary;
 		if (s->close_code == 0) {
 			if (es->hist_after >= es->boundary)
 				esub_go_live(es);
+			else if (paused)
+				wait_for_drain(es);
 			else
 				esub_fetch(es);
 		}
@@ -135,10 +154,7 @@ static void esub_fetch(struct esub *es)
 	struct session *s = es->s;
 	struct edge *e = s->e;
 	if (s->qbytes > e->cfg->session_queue_max_bytes / 2) {
-		if (!es->wait_drain) {
-			es->wait_drain = true;
-			s->waiting_drain++;
-		}
+		wait_for_drain(es);
 		return;
 	}
 	struct hist_req *hr = calloc(1, sizeof(*hr));

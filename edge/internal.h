@@ -95,6 +95,7 @@ struct session {
 	struct lws *wsi;  /* NULL once lws closed it */
 	uint32_t refs;	  /* the wsi's and each request in flight */
 	int close_code;	  /* non-zero: closing after the queue drains */
+	bool close_sent;  /* our close frame is out; waiting for the reply */
 	/* outbound ring */
 	struct frame **q;
 	size_t qhead, qlen, qcap, qbytes;
@@ -102,6 +103,8 @@ struct session {
 	unsigned char *rx;
 	size_t rxlen, rxcap;
 	bool rx_paused;
+	bool rx_discard;      /* dropping the rest of an oversized message */
+	uint64_t rx_discarded;
 	uint32_t inflight;
 	struct list subs; /* struct esub */
 	uint32_t nsubs;

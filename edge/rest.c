@@ -57,7 +57,8 @@ static void respond(struct rest_req *r, int status, const char *ctype, struct fr
 	r->status = status;
 	r->ctype = ctype;
 	r->resp = body;
-	r->resp_len = body ? body->len : 0;
+	if (body) /* else resp_static/resp_len were set by the caller */
+		r->resp_len = body->len;
 	r->resp_ready = true;
 	if (r->wsi)
 		lws_callback_on_writable(r->wsi);
@@ -523,6 +524,10 @@ int rest_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 		       void *in, size_t len)
 {
 	struct rest_req **pr = user;
+	/* lws calls some of these without a user area when it refused the
+	 * request itself (e.g. a %00 in the URI). */
+	if (!pr)
+		return reason == LWS_CALLBACK_HTTP ? -1 : 0;
 	switch (reason) {
 	case LWS_CALLBACK_HTTP:
 		return on_http(wsi, pr, in, len);

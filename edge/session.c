@@ -9,6 +9,10 @@
 #include "internal.h"
 #include "tern_limits.h"
 
+/* lws-write.h reserves 4 for the close opcode ("handled by lws_close_reason()"),
+ * which does not reach the wire from a writeable callback in lws 4.1. */
+#define LWS_WRITE_CLOSE_FRAME ((enum lws_write_protocol)4)
+
 struct pub_ctx {
 	struct session *s;
 	bool has_ref;
@@ -249,10 +253,27 @@ static int on_receive(struct session *s, const void *in, size_t len)
 	size_t remaining = lws_remaining_packet_payload(wsi);
 	if (s->close_code)
 		return 0;
+	if (s->rx_discard) {
+		/* Reading the rest before closing means the client's socket has
+		 * nothing unread when we close, so our close frame is not lost to a
+		 * reset. A client that keeps sending far past the limit is cut off. */
+		s->rx_discarded += len;
+		if ((lws_is_final_fragment(wsi) && remaining == 0) ||
+		    s->rx_discarded > 16 * frame_limit(s))
+			session_close(s, 1009);
+		return 0;
+	}
 	if (s->rxlen + len + remaining > frame_limit(s)) {
 		session_send_error(s, false, 0, TERN_ETOOLARGE,
 				   "frame is larger than twice the message size limit");
-		session_close(s, 1009);
+		s->rx_discard = true;
+		s->rx_discarded = s->rxlen + len;
+		s->rxlen = 0;
+		free(s->rx);
+		s->rx = NULL;
+		s->rxcap = 0;
+		if (lws_is_final_fragment(wsi) && remaining == 0)
+			session_close(s, 1009);
 		return 0;
 	}
 	bool whole = lws_is_first_fragment(wsi) && lws_is_final_fragment(wsi) && remaining == 0;
@@ -315,9 +336,21 @@ static int on_writeable(struct session *s)
 			       : s->close_code == 1001 ? reasons[1]
 			       : s->close_code == 1009 ? reasons[2]
 			       : s->close_code == 1011 ? reasons[3] : reasons[4];
-		lws_close_reason(wsi, (enum lws_close_status)s->close_code, (unsigned char *)r,
-				 strlen(r));
-		return -1;
+		/* lws 4.1 drops a reason set with lws_close_reason when the close
+		 * starts from a writeable callback, so the close frame is written
+		 * here; the client's reply (or the timeout) ends the connection. */
+		if (!s->close_sent) {
+			unsigned char buf[LWS_PRE + 2 + 32];
+			size_t rl = strlen(r);
+			buf[LWS_PRE] = (unsigned char)(s->close_code >> 8);
+			buf[LWS_PRE + 1] = (unsigned char)(s->close_code & 0xff);
+			memcpy(buf + LWS_PRE + 2, r, rl);
+			s->close_sent = true;
+			if (lws_write(wsi, buf + LWS_PRE, 2 + rl, LWS_WRITE_CLOSE_FRAME) < 0)
+				return -1;
+			lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_ACK, 5);
+		}
+		return 0;
 	}
 	echan_resume_drained(s);
 	return 0;
@@ -349,6 +382,8 @@ int session_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
 {
 	struct session **ps = user;
 	struct edge *e = lws_context_user(lws_get_context(wsi));
+	if (!ps)
+		return reason == LWS_CALLBACK_CLOSED ? 0 : -1;
 	switch (reason) {
 	case LWS_CALLBACK_ESTABLISHED:
 		if (e->shutting_down)
