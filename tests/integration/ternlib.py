@@ -593,6 +593,7 @@ class RawWS:
             req += "Sec-WebSocket-Protocol: %s\r\n" % protocol
         self.sock.sendall((req + "\r\n").encode())
         while b"\r\n\r\n" not in self.buf:
+            check(len(self.buf) < 65536, "raw ws: handshake response under 64 KiB")
             chunk = self.sock.recv(4096)
             check(chunk, "raw ws: server closed during handshake", self.buf)
             self.buf += chunk
@@ -647,7 +648,7 @@ class RawWS:
         """('text'|'binary'|'close'|'ping'|'pong', payload); joins fragments."""
         parts = []
         first = None
-        while True:
+        for _ in range(1000000):
             fin, op, payload = self.recv_frame()
             if op >= 0x8:
                 if op == 0x8:
@@ -662,6 +663,7 @@ class RawWS:
             if fin:
                 data = b"".join(parts)
                 return ("text" if first == 0x1 else "binary"), data
+        raise TestFailure("raw ws: no complete message in a million frames")
 
     def close(self):
         try:
