@@ -225,6 +225,11 @@ static void on_tick_closed(uv_handle_t *h)
 
 void edge_free(struct edge *e)
 {
+	/* With a foreign loop lws finishes in two steps: the first destroy
+	 * closes its handles, this one (after the loop ran) frees the rest.
+	 * pcontext NULLs e->ctx once nothing is left. */
+	if (e->ctx)
+		lws_context_destroy(e->ctx);
 	frame_unref(e->hb_frame);
 	uv_close((uv_handle_t *)&e->tick, on_tick_closed);
 }

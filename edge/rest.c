@@ -475,6 +475,16 @@ static int on_http(struct lws *wsi, struct rest_req **pr, const char *uri, size_
 	r->method = lws_http_get_uri_and_method(wsi, &up, &ul);
 	snprintf(r->path, sizeof(r->path), "%.*s", (int)len, uri);
 	read_query(r);
+	/* lws 4.1 decodes %0A/%0D in the path and stops the request line there,
+	 * leaving the HTTP version empty: the path we see is then a truncated
+	 * name, which must not be served as if it were the one asked for. */
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP) == 0) {
+		bool chan = strncmp(r->path, "/v1/channels/", 13) == 0;
+		respond_error(r, chan ? TERN_EBADNAME : TERN_EBADREQ,
+			      chan ? "name contains whitespace or a control character"
+				   : "malformed request line");
+		return 0;
+	}
 	if (r->method != LWSHUMETH_POST && r->method != LWSHUMETH_PUT) {
 		route(r);
 		return 0;
