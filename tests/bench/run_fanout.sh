@@ -8,12 +8,16 @@
 # `key=value`, after a `workload=NAME` line.
 #
 #   tests/bench/run_fanout.sh [--build DIR] [--tern BIN] [--bench BIN]
-#                             [--only PATTERN] [--smoke] [--keep]
+#                             [--only PATTERN] [--smoke] [--set 'KEY VAL']
+#                             [--pin] [--perf] [--keep]
 #
 #   --build DIR     where `tern` (or cluster/tern) and tests/bench/bench_fanout
 #                   are (./build)
 #   --only PATTERN  run only workloads whose name matches (grep -E)
 #   --smoke         20 subscribers, a few messages per mode: proves the harness
+#   --set 'KEY VAL' add a line to the server's config (repeatable), e.g.
+#                   --set 'store_sync normal'
+#   --pin           server on CPU 0, harness on CPU 1 (taskset)
 #   --perf          record the server with `perf record -g` during each run
 #   --keep          keep the temporary data dirs and server logs
 #
@@ -23,7 +27,8 @@ set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 build="$repo/build"
-tern="" bench="" only="" smoke=0 keep=0 perf=0
+tern="" bench="" only="" smoke=0 keep=0 perf=0 pin=0
+extra_conf=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --build) build=$2; shift 2 ;;
@@ -31,9 +36,11 @@ while [ $# -gt 0 ]; do
     --bench) bench=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
     --smoke) smoke=1; shift ;;
+    --set) extra_conf+=("$2"); shift 2 ;;
+    --pin) pin=1; shift ;;
     --perf) perf=1; shift ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "run_fanout: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -116,8 +123,9 @@ start_server() {
   mkdir -p "$dir/data"
   # Room for a burst of backlog per subscriber; heartbeats never fire in a run.
   printf 'session_queue_max_bytes 8388608\nheartbeat_ms 15000\n' >"$dir/tern.conf"
+  for line in "${extra_conf[@]}"; do printf '%s\n' "$line" >>"$dir/tern.conf"; done
   port=$(free_port)
-  "$tern" dev --listen "127.0.0.1:$port" --data "$dir/data" --config "$dir/tern.conf" \
+  "${server_pin[@]}" "$tern" dev --listen "127.0.0.1:$port" --data "$dir/data" --config "$dir/tern.conf" \
     >"$dir/server.log" 2>&1 &
   server_pid=$!
   for _ in $(seq 100); do
@@ -142,6 +150,15 @@ start_server() {
   return 1
 }
 
+server_pin=() bench_pin=()
+if [ "$pin" = 1 ]; then
+  if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    server_pin=(taskset -c 0) bench_pin=(taskset -c 1)
+  else
+    echo "run_fanout: --pin needs taskset and 2 CPUs; running unpinned" >&2
+  fi
+fi
+
 status=0
 summary=()
 declare -A floor1 floor8
@@ -152,7 +169,7 @@ if [ "$smoke" = 0 ]; then
              if [ -z "$only" ] || grep -Eq "$only" <<<"$nm"; then echo "$s"; fi; done | sort -un); do
     echo "workload=floor-$n"
     fout="$tmp/floor-$n.out"
-    if timeout 120 "$bench" --floor --subscribers "$n" >"$fout"; then
+    if timeout 120 "${bench_pin[@]}" "$bench" --floor --subscribers "$n" >"$fout"; then
       grep -v '^bench=' "$fout"
       floor1[$n]=$(sed -n 's/^floor_us_per_msg_1=//p' "$fout")
       floor8[$n]=$(sed -n 's/^floor_us_per_msg_8=//p' "$fout")
@@ -174,7 +191,7 @@ for w in "${workloads[@]}"; do
   [ "$mode" = rate ] && args+=(--rate "$rate" --burst "$burst")
   out="$tmp/$name/bench.out"
   # bench_fanout bounds itself; the outer timeout only guards against a bug.
-  timeout 180 "$bench" "${args[@]}" >"$out" 2>"$tmp/$name/bench.err"
+  timeout 180 "${bench_pin[@]}" "$bench" "${args[@]}" >"$out" 2>"$tmp/$name/bench.err"
   rc=$?
   grep -v '^workload=' "$out"
   [ -s "$tmp/$name/bench.err" ] && sed 's/^/# /' "$tmp/$name/bench.err" | head -20
