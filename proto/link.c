@@ -40,6 +40,8 @@ static int config_fix(link_config *c) {
   FIX(dead_after, LINK_DEAD_AFTER_DEFAULT, LINK_DEAD_AFTER_MIN, LINK_DEAD_AFTER_MAX);
   FIX(handshake_timeout_ms, LINK_HANDSHAKE_TIMEOUT_MS_DEFAULT, 10u, 600000u);
   FIX(resets_per_s, LINK_RESETS_PER_S_DEFAULT, LINK_RESETS_PER_S_MIN, 1000000u);
+  if (c->sockbuf_bytes && (c->sockbuf_bytes < 4096u || c->sockbuf_bytes > 64u << 20))
+    return -EINVAL;
 #undef FIX
   if (c->max_message > c->stream_window - 4) return -EINVAL;
   if (c->interceptor_count > LINK_MAX_INTERCEPTORS) return -EINVAL;
@@ -177,6 +179,12 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf) {
 void link_start_io(tern_link *l) {
   l->connected = true;
   uv_tcp_nodelay(&l->tcp, 1);
+  if (l->cfg.sockbuf_bytes) {
+    int v = (int)l->cfg.sockbuf_bytes;
+    uv_send_buffer_size((uv_handle_t *)&l->tcp, &v);
+    v = (int)l->cfg.sockbuf_bytes;
+    uv_recv_buffer_size((uv_handle_t *)&l->tcp, &v);
+  }
   if (uv_read_start((uv_stream_t *)&l->tcp, on_alloc, on_read) < 0) {
     link_close_code(l, LINK_UNAVAILABLE, "read start failed", true);
     return;

@@ -80,6 +80,9 @@ typedef struct link_config {
   uint32_t dead_after;          /* intervals without a byte read before the link is dead */
   uint32_t handshake_timeout_ms;
   uint32_t resets_per_s;        /* peer resets/refusals per second tolerated */
+  uint32_t sockbuf_bytes;       /* SO_SNDBUF and SO_RCVBUF of the socket; 0 = kernel autotuning.
+                                   Small buffers keep pings fast behind bulk data (control
+                                   links), large ones keep long paths busy (data links). */
   const link_interceptor *interceptors; /* run in order on every call, both sides */
   size_t interceptor_count;     /* <= LINK_MAX_INTERCEPTORS */
   /* Called once when the preface and both settings are through: the link is up. */

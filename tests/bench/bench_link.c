@@ -241,12 +241,14 @@ static void client_init(client *c) {
   CHECK(uv_loop_init(&c->loop) == 0);
 }
 
+static uint32_t g_sockbuf;
+
 static void client_start(client *c, int port, uint32_t ping_ms, const char *dir) {
   uv_timer_init(&c->loop, &c->tick);
   uv_timer_start(&c->tick, on_tick, 50, 50);
   link_config cfg = {.node_id = "bench-edge", .on_ready = c_ready, .on_close = c_close,
                      .on_rtt = c_rtt, .ud = c, .ping_interval_ms = ping_ms,
-                     .dead_after = 100};
+                     .dead_after = 100, .sockbuf_bytes = g_sockbuf};
   if (dir) {
     link_tls_opts o = {.server = 0};
     CHECK(link_tls_new(&o, &c->tls) == 0);
@@ -467,8 +469,9 @@ static void print_rtt(client *c, const char *key) {
 
 static void on_ping_timer(uv_timer_t *t) { link_ping(((client *)t->data)->l); }
 
-/* Pings every millisecond (one outstanding at a time), idle and then under full load. */
-static void bench_ping(int port, const char *dir, uint64_t n) {
+/* Pings every millisecond (one outstanding at a time) on an idle link, then while the link
+ * carries one-way data at full speed. */
+static void ping_run(int port, const char *dir, uint64_t n, const char *key) {
   static client c;
   client_init(&c);
   client_start(&c, port, 1000, dir);
@@ -477,16 +480,28 @@ static void bench_ping(int port, const char *dir, uint64_t n) {
   pt.data = &c;
   uv_timer_start(&pt, on_ping_timer, 1, 1);
   c.collect_rtt = 1;
-  int never = 0;
-  uint64_t end = now_ns() + 300000000ull;
-  while (!never && now_ns() < end) uv_run(&c.loop, UV_RUN_ONCE);
-  print_rtt(&c, "idle");
-  c.n_rtt = 0;
-  bench_oneway(&c, n); /* data at full speed, pings every 10 ms */
-  print_rtt(&c, "loaded");
+  char k[64];
+  if (!g_sockbuf) {
+    int never = 0;
+    uint64_t end = now_ns() + 300000000ull;
+    while (!never && now_ns() < end) uv_run(&c.loop, UV_RUN_ONCE);
+    print_rtt(&c, "idle");
+    c.n_rtt = 0;
+  }
+  double mps = bench_oneway(&c, n);
+  snprintf(k, sizeof(k), "loaded%s", key);
+  print_rtt(&c, k);
+  if (g_sockbuf) printf("msgs_per_s%s=%.0f\n", key, mps);
   c.collect_rtt = 0;
   uv_close((uv_handle_t *)&pt, NULL);
   client_stop(&c);
+}
+
+static void bench_ping(int port, const char *dir, uint64_t n) {
+  ping_run(port, dir, n, "");
+  g_sockbuf = 128 * 1024; /* small socket buffers, as a control link would use */
+  ping_run(port, dir, n, "_sockbuf_128k");
+  g_sockbuf = 0;
 }
 
 static const char *make_certs(char *dir, size_t len) {
