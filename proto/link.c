@@ -260,8 +260,8 @@ static int on_settings(tern_link *l, const link_frame *f) {
                           LINK_MAX_MESSAGE_MAX, &bad);
     p->ping_interval_ms = s->ping_interval_ms;
     p->plane = s->plane;
-    snprintf(l->peer_node, sizeof(l->peer_node), "%s", s->node_id ? s->node_id : "");
-    snprintf(l->peer_region, sizeof(l->peer_region), "%s", s->region ? s->region : "");
+    link_strlcpy(l->peer_node, sizeof(l->peer_node), s->node_id);
+    link_strlcpy(l->peer_region, sizeof(l->peer_region), s->region);
   }
   link_arena_reset(&a);
   if (bad) {
@@ -533,6 +533,15 @@ static void on_idle(uv_idle_t *h) {
   l->idle_on = false;
   uv_idle_stop(&l->idle);
   if (l->closing) return;
+  if (l->adopt_len) { /* bytes a sniffing listener read before handing the socket over */
+    l->adopt_len = 0;
+    l->last_read_ms = uv_now(l->loop);
+    if (l->ssl)
+      link_tls_on_read(l, NULL, 0);
+    else
+      link_process(l);
+    if (l->closing) return;
+  }
   link_calls_drain_resumed(l);
   link_calls_reap(l);
   link_flush(l);
@@ -544,7 +553,7 @@ static void on_idle(uv_idle_t *h) {
 static void store_status(tern_link *l, int code, const char *msg, bool retryable) {
   l->close_code = code;
   l->close_retryable = retryable;
-  snprintf(l->close_msg, sizeof(l->close_msg), "%s", msg ? msg : "");
+  if (msg != l->close_msg) link_strlcpy(l->close_msg, sizeof(l->close_msg), msg);
 }
 
 static void finalize(tern_link *l) {

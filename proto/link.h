@@ -139,6 +139,15 @@ int link_ping(tern_link *l);
 void *link_ud(const tern_link *l);
 uv_loop_t *link_loop(const tern_link *l);
 
+/* Takes over a connected TCP socket as the accepting side of a link: for a listener that serves
+ * several protocols on one port and told this connection is a link from its first bytes
+ * (link_preface_check, or a TLS ClientHello when cfg->tls is set). first[0..first_len) are the
+ * bytes it already read (at most 64 KiB); the link processes them as if just received, from the
+ * loop, never inside this call. On success the link owns sock and cfg->on_close will run; on
+ * failure the caller still owns sock. */
+int link_adopt(uv_loop_t *loop, const link_config *cfg, uv_os_sock_t sock, const uint8_t *first,
+               size_t first_len, tern_link **out);
+
 /* Listener: accepts links on host:port (port 0 picks one). Each accepted link uses *cfg (copied;
  * its ud is passed to callbacks) and is handed to on_link once created (before it is ready).
  * The listener closes the links it accepted when it closes. */

@@ -125,7 +125,7 @@ void link_call_mark_done(link_call *c, int code, const char *msg, bool retryable
   detach(c);
   c->st_code = code;
   c->st_retryable = retryable;
-  if (msg != c->st_msg) snprintf(c->st_msg, sizeof(c->st_msg), "%s", msg ? msg : "");
+  if (msg != c->st_msg) link_strlcpy(c->st_msg, sizeof(c->st_msg), msg);
   lq_push(&c->l->done, &c->all);
   link_kick(c->l);
 }
@@ -290,7 +290,7 @@ void link_call_on_status(link_call *c, const link_frame *f) {
   }
   c->st_code = s->code > 16 ? LINK_UNKNOWN : (int)s->code;
   c->st_retryable = s->retryable;
-  snprintf(c->st_msg, sizeof(c->st_msg), "%s", s->message ? s->message : "");
+  link_strlcpy(c->st_msg, sizeof(c->st_msg), s->message);
   if (s->detail.len && s->detail.len <= LINK_STATUS_DETAIL_MAX && !c->st_detail) {
     c->st_detail = malloc(s->detail.len);
     if (c->st_detail) {
@@ -385,8 +385,8 @@ void link_call_serve(tern_link *l, uint32_t id, const link_frame *f) {
     link_call_fail(c, LINK_INVALID_ARGUMENT, "malformed call header", false);
     return;
   }
-  snprintf(c->method_name, sizeof(c->method_name), "%s", c->hdr->method);
-  snprintf(c->trace_id, sizeof(c->trace_id), "%s", c->hdr->trace_id ? c->hdr->trace_id : "");
+  link_strlcpy(c->method_name, sizeof(c->method_name), c->hdr->method);
+  link_strlcpy(c->trace_id, sizeof(c->trace_id), c->hdr->trace_id);
   if (c->hdr->timeout_us) {
     c->deadline_ms = uv_now(l->loop) + (c->hdr->timeout_us + 999u) / 1000u;
     link_deadline_add(c);

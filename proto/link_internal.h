@@ -4,6 +4,7 @@
 
 #include <openssl/ssl.h>
 #include <stdbool.h>
+#include <string.h>
 
 #include "link.h"
 #include "link_call.h"
@@ -37,6 +38,16 @@ static inline void lq_remove(lnode *n) {
   n->next = n->prev = NULL;
 }
 #define lq_entry(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+
+/* Copies src (NULL = "") into dst of cap bytes, truncating; returns the length copied. Cheaper
+ * than snprintf on the per-call path. */
+static inline size_t link_strlcpy(char *dst, size_t cap, const char *src) {
+  size_t n = src ? strlen(src) : 0;
+  if (n >= cap) n = cap - 1;
+  if (n) memcpy(dst, src, n);
+  dst[n] = 0;
+  return n;
+}
 
 /* Bump allocator handed to protobuf-c: decoded messages cost no heap allocation while they fit
  * the inline bytes; overflow chunks go to the heap and are freed on reset. */
@@ -159,6 +170,7 @@ struct tern_link {
   void (*own_goaway)(tern_link *l, const link_status *st);
   bool silent; /* creation failed half-way: close without callbacks */
   bool preface_sent;
+  size_t adopt_len; /* link_adopt: first bytes waiting in rbuf (plain) or cipher_in (TLS) */
   void *owner;
   lnode owner_node;
 };

@@ -42,6 +42,33 @@ int link_dial(uv_loop_t *loop, const link_config *cfg, const char *host, int por
   return 0;
 }
 
+int link_adopt(uv_loop_t *loop, const link_config *cfg, uv_os_sock_t sock, const uint8_t *first,
+               size_t first_len, tern_link **out) {
+  if (!loop || !cfg || !out || (first_len && !first) || first_len > LINK_TLS_READ_BYTES)
+    return -EINVAL;
+  tern_link *l;
+  int rc = link_create(loop, cfg, false, &l);
+  if (rc < 0) return rc;
+  if ((rc = uv_tcp_open(&l->tcp, sock)) < 0) {
+    l->silent = true; /* uv_tcp_open failed before taking the socket: the caller keeps it */
+    link_close_code(l, LINK_UNAVAILABLE, "adopt failed", true);
+    return rc;
+  }
+  if (first_len) { /* queued now, processed from the idle callback */
+    if (l->ssl) {
+      BIO_write(l->rbio, first, (int)first_len);
+    } else {
+      memcpy(l->rbuf, first, first_len);
+      l->rlen = first_len;
+    }
+    l->adopt_len = first_len;
+    link_kick(l);
+  }
+  link_start_io(l);
+  *out = l;
+  return 0;
+}
+
 /* ---- listener ---- */
 
 struct link_listener {

@@ -142,8 +142,12 @@ int link_call_start(tern_link *l, const ProtobufCServiceDescriptor *svc, const c
   const ProtobufCMethodDescriptor *m = protobuf_c_service_descriptor_get_method_by_name(svc, method);
   if (!m) return -ENOENT;
   char full[LINK_METHOD_MAX + 1];
-  int len = snprintf(full, sizeof(full), "%s/%s", svc->name, m->name);
-  if (len < 0 || (size_t)len > LINK_METHOD_MAX) return -EINVAL;
+  size_t sl = strlen(svc->name), ml = strlen(m->name);
+  if (sl + 1 + ml > LINK_METHOD_MAX) return -EINVAL;
+  memcpy(full, svc->name, sl);
+  full[sl] = '/';
+  memcpy(full + sl + 1, m->name, ml + 1);
+  size_t len = sl + 1 + ml;
   uint64_t timeout_us;
   int rc = resolve_timeout(o, &timeout_us);
   if (rc < 0) return rc;
@@ -153,9 +157,9 @@ int link_call_start(tern_link *l, const ProtobufCServiceDescriptor *svc, const c
   c->method = m;
   c->cbs = cbs;
   c->ud = ud;
-  memcpy(c->method_name, full, (size_t)len + 1);
+  memcpy(c->method_name, full, len + 1);
   const char *trace = o && o->trace_id ? o->trace_id : o && o->parent ? o->parent->trace_id : "";
-  snprintf(c->trace_id, sizeof(c->trace_id), "%s", trace);
+  link_strlcpy(c->trace_id, sizeof(c->trace_id), trace);
   c->icpt_started = true;
   for (size_t i = 0; i < l->cfg.interceptor_count; i++) {
     if (l->icpt[i].on_start && l->icpt[i].on_start(c, l->icpt[i].ud)) {
@@ -231,7 +235,7 @@ int link_call_finish(link_call *c, const link_status *st) {
   if (c->status_queued) return -EPIPE;
   Tern__Link__Status s = TERN__LINK__STATUS__INIT;
   s.code = st->code < 0 || st->code > 16 ? LINK_UNKNOWN : (uint32_t)st->code;
-  snprintf(c->st_msg, sizeof(c->st_msg), "%s", st->message ? st->message : "");
+  link_strlcpy(c->st_msg, sizeof(c->st_msg), st->message);
   s.message = c->st_msg;
   s.retryable = st->retryable != 0;
   if (st->detail_len > LINK_STATUS_DETAIL_MAX) return -EMSGSIZE;

@@ -159,7 +159,7 @@ int link_tls_handshake(tern_link *l) {
 }
 
 int link_tls_on_read(tern_link *l, const uint8_t *data, size_t len) {
-  if (BIO_write(l->rbio, data, (int)len) != (int)len) {
+  if (len && BIO_write(l->rbio, data, (int)len) != (int)len) {
     tls_error(l, "bio");
     return -EIO;
   }

@@ -30,6 +30,12 @@ static void unary_msg(link_call *c, const ProtobufCMessage *m, void *ud) {
     d->nested_remaining_us = link_call_remaining_us(c);
     snprintf(d->nested_trace, sizeof(d->nested_trace), "%s", link_call_trace_id(c));
   }
+  if (req->count == 3) { /* a structured error */
+    link_status st = {.code = LINK_NOT_FOUND, .message = "no such thing", .retryable = 0,
+                      .detail = (const uint8_t *)"detail-bytes", .detail_len = 12};
+    link_call_finish(c, &st);
+    return;
+  }
   if (req->delay_ms) { /* hang until the deadline or a cancel */
     d->hung = c;
     return;
@@ -82,6 +88,8 @@ static void unary_done(link_call *c, const link_status *st, void *ud) {
 
 static void cs_record(cstate *s, const link_status *st) {
   s->done = 1;
+  s->detail_len = st->detail_len < sizeof(s->detail) ? st->detail_len : 0;
+  if (s->detail_len) memcpy(s->detail, st->detail, s->detail_len);
   s->code = st->code;
   s->retryable = st->retryable;
   snprintf(s->msg, sizeof(s->msg), "%s", st->message ? st->message : "");

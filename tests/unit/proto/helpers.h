@@ -45,6 +45,8 @@ typedef struct cstate {
   int done, code, retryable;
   char msg[160];
   uint64_t msgs, bytes, last_id, last_count;
+  uint8_t detail[64];
+  size_t detail_len;
 } cstate;
 
 extern const link_call_cbs cstate_cbs; /* on_msg counts Echo messages, on_done records */

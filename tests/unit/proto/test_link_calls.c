@@ -3,6 +3,7 @@
  * nested deadlines, the stream cap, message limits and interceptors. */
 #include <errno.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "helpers.h"
 
@@ -48,6 +49,13 @@ static void unary(void **state) {
   ASSERT(strcmp(f.d.md_seen, "v1") == 0);
   ASSERT(metrics.started == 50 && metrics.finished == 50 && metrics.by_code[LINK_OK] == 50);
   ASSERT(link_mw_metrics_percentile_us(&metrics, 99) > 0);
+  /* a structured error: code, message, retryable flag and detail bytes */
+  cstate er = {0};
+  Tern__Link__Echo ereq = echo(1, NULL, 3, 0);
+  ASSERT(link_unary(f.cli, DIAG, "Unary", &ereq.base, NULL, cstate_unary_done, &er) == 0);
+  ASSERT(fx_run_until(&f, &er.done, 5000));
+  ASSERT(er.code == LINK_NOT_FOUND && !er.retryable && strcmp(er.msg, "no such thing") == 0);
+  ASSERT(er.detail_len == 12 && memcmp(er.detail, "detail-bytes", 12) == 0);
   /* unknown method on the wire: a router without it answers UNIMPLEMENTED */
   Tern__Link__Echo req = echo(1, NULL, 0, 0);
   ASSERT(link_unary(f.cli, DIAG, "NoSuch", &req.base, NULL, cstate_unary_done, NULL) == -ENOENT);
@@ -296,6 +304,78 @@ static void limits(void **state) {
   fx_finish(&f);
 }
 
+/* A listener serving several protocols on one port: it reads the first bytes, sees a link (or a
+ * TLS ClientHello) and hands the socket over with link_adopt. */
+typedef struct sniffer {
+  fx *f;
+  uv_tcp_t lst, conn;
+  uint8_t buf[4096];
+  size_t len;
+  int adopted, conn_open;
+  tern_link *l;
+} sniffer;
+
+static void sn_alloc(uv_handle_t *h, size_t s, uv_buf_t *b) {
+  sniffer *sn = h->data;
+  *b = uv_buf_init((char *)sn->buf + sn->len, (unsigned)(sizeof(sn->buf) - sn->len));
+}
+static void sn_closed(uv_handle_t *h) { ((sniffer *)h->data)->conn_open = 0; }
+static void sn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  sniffer *sn = s->data;
+  if (n < 0) {
+    uv_close((uv_handle_t *)s, sn_closed);
+    return;
+  }
+  sn->len += (size_t)n;
+  if (sn->len < LINK_PREFACE_BYTES) return;
+  int is_link = sn->f->scfg.tls ? sn->buf[0] == 0x16 : link_preface_check(sn->buf, sn->len) == 1;
+  ASSERT(is_link);
+  uv_os_fd_t fd;
+  ASSERT(uv_fileno((uv_handle_t *)s, &fd) == 0);
+  int dupfd = dup(fd);
+  ASSERT(dupfd >= 0);
+  uv_read_stop(s);
+  uv_close((uv_handle_t *)s, sn_closed);
+  ASSERT(link_adopt(s->loop, &sn->f->scfg, dupfd, sn->buf, sn->len, &sn->l) == 0);
+  sn->adopted = 1;
+}
+static void sn_conn(uv_stream_t *s, int status) {
+  sniffer *sn = s->data;
+  uv_tcp_init(s->loop, &sn->conn);
+  sn->conn.data = sn;
+  ASSERT(uv_accept(s, (uv_stream_t *)&sn->conn) == 0);
+  sn->conn_open = 1;
+  uv_read_start((uv_stream_t *)&sn->conn, sn_alloc, sn_read);
+}
+
+static void adopt(void **state) {
+  fx f;
+  fx_init(&f, g_tls);
+  static sniffer sn;
+  memset(&sn, 0, sizeof(sn));
+  sn.f = &f;
+  struct sockaddr_in a;
+  uv_ip4_addr("127.0.0.1", 0, &a);
+  uv_tcp_init(&f.loop, &sn.lst);
+  sn.lst.data = &sn;
+  ASSERT(uv_tcp_bind(&sn.lst, (const struct sockaddr *)&a, 0) == 0);
+  ASSERT(uv_listen((uv_stream_t *)&sn.lst, 8, sn_conn) == 0);
+  int len = sizeof(a);
+  uv_tcp_getsockname(&sn.lst, (struct sockaddr *)&a, &len);
+  ASSERT(link_dial(&f.loop, &f.ccfg, "127.0.0.1", ntohs(a.sin_port), &f.cli) == 0);
+  ASSERT(fx_run_until(&f, &f.cli_ready, 5000));
+  ASSERT(fx_run_until(&f, &f.srv_ready, 5000) && sn.adopted);
+  cstate cs = {0};
+  Tern__Link__Echo req = echo(77, "adopted", 0, 0);
+  ASSERT(link_unary(f.cli, DIAG, "Unary", &req.base, NULL, cstate_unary_done, &cs) == 0);
+  ASSERT(fx_run_until(&f, &cs.done, 5000));
+  ASSERT(cs.code == LINK_OK && cs.last_id == 77);
+  link_close(sn.l, NULL);
+  ASSERT(fx_run_until(&f, &f.srv_closed, 5000));
+  uv_close((uv_handle_t *)&sn.lst, NULL);
+  fx_finish(&f);
+}
+
 static int setup_tcp(void **state) {
   g_tls = 0;
   return 0;
@@ -309,7 +389,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(unary),    cmocka_unit_test(streams), cmocka_unit_test(thousand),
       cmocka_unit_test(stall),    cmocka_unit_test(deadlines), cmocka_unit_test(cancels),
-      cmocka_unit_test(stream_cap), cmocka_unit_test(limits),
+      cmocka_unit_test(stream_cap), cmocka_unit_test(limits), cmocka_unit_test(adopt),
   };
   int rc = cmocka_run_group_tests_name("link over tcp", tests, setup_tcp, NULL);
   rc |= cmocka_run_group_tests_name("link over tls", tests, setup_tls, NULL);

@@ -92,7 +92,7 @@ static void silent_peer(void **state) {
   ASSERT(fx_run_until(&f, &f.cli_closed, 2000));
   uint64_t ms = now_ms() - t0;
   fprintf(stderr, "silent peer declared dead after %llu ms (3 x 50 ms)\n", (unsigned long long)ms);
-  ASSERT(ms >= 140 && ms <= 600);
+  ASSERT(ms >= 140 && ms <= 1500);
   ASSERT(f.cli_close_st.code == LINK_UNAVAILABLE && f.cli_close_st.retryable);
   ASSERT(strstr(f.cli_close_msg, "silent"));
   ASSERT(cs.done && cs.code == LINK_UNAVAILABLE && cs.retryable);
