@@ -58,6 +58,11 @@
 /* Frames written per writable callback: bounds one loop turn (libuv reads 32). */
 #define TERN_SESSION_WRITES_PER_TURN 64
 
+/* Bytes of queued frames copied into one socket write. 64 KiB is past the
+ * point where a send's fixed cost is amortised, and small enough to stay in
+ * cache; a single larger frame is written on its own. */
+#define TERN_EDGE_WRITE_BATCH_BYTES (64 * 1024)
+
 /* Heartbeat (contract default 15 s). */
 #define TERN_HEARTBEAT_MS_DEFAULT 15000
 #define TERN_HEARTBEAT_MS_MIN 100

@@ -181,6 +181,7 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 	for (int i = 0; i < 6; i++)
 		snprintf(e->conn_prefix + 2 * i, 3, "%02x", rnd[i]);
 	e->hb_frame = static_frame("{\"op\":\"heartbeat\"}");
+	e->wbuf = malloc(LWS_PRE + TERN_EDGE_WRITE_BATCH_BYTES);
 	uv_timer_init(e->loop, &e->tick);
 	e->tick.data = e;
 
@@ -201,10 +202,11 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 	info.timeout_secs_ah_idle = (unsigned)ec->cfg->handshake_timeout_s;
 	info.max_http_header_data = 4096;
 	info.server_string = "tern";
-	e->ctx = lws_create_context(&info);
+	e->ctx = e->wbuf && e->hb_frame ? lws_create_context(&info) : NULL;
 	if (!e->ctx) {
 		snprintf(why, why_len, "cannot listen on %s:%d", host, port);
 		frame_unref(e->hb_frame);
+		free(e->wbuf);
 		uv_close((uv_handle_t *)&e->tick, NULL);
 		hmap_destroy(&e->chans);
 		free(e);
@@ -231,6 +233,7 @@ void edge_free(struct edge *e)
 	if (e->ctx)
 		lws_context_destroy(e->ctx);
 	frame_unref(e->hb_frame);
+	free(e->wbuf);
 	uv_close((uv_handle_t *)&e->tick, on_tick_closed);
 }
 

@@ -90,6 +90,29 @@ void fbuf_put_jstr(struct fbuf *b, const char *s, size_t n)
 	json_decref(j);
 }
 
+/* Writes the header of an unmasked, final text frame (RFC 6455 5.2) in front
+ * of the payload. */
+static void seal(struct frame *f)
+{
+	unsigned char *p = frame_payload(f);
+	uint64_t n = f->len;
+	if (n < 126) {
+		f->hlen = 2;
+		p[-1] = (unsigned char)n;
+	} else if (n < 65536) {
+		f->hlen = 4;
+		p[-3] = 126;
+		p[-2] = (unsigned char)(n >> 8);
+		p[-1] = (unsigned char)n;
+	} else {
+		f->hlen = 10;
+		p[-9] = 127;
+		for (int i = 0; i < 8; i++)
+			p[-8 + i] = (unsigned char)(n >> (56 - 8 * i));
+	}
+	p[-(int)f->hlen] = 0x81; /* FIN + text */
+}
+
 struct frame *fbuf_finish(struct fbuf *b)
 {
 	struct frame *f = b->f;
@@ -98,6 +121,7 @@ struct frame *fbuf_finish(struct fbuf *b)
 		free(f);
 		return NULL;
 	}
+	seal(f);
 	return f;
 }
 

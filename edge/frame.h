@@ -14,12 +14,20 @@
 struct frame {
 	uint32_t refs;
 	uint32_t len;  /* payload bytes at data + LWS_PRE */
-	uint32_t kind; /* the owner's tag (the edge counts message frames) */
+	uint16_t kind; /* the owner's tag (the edge counts message frames) */
+	uint8_t hlen;  /* WebSocket text-frame header right before the payload */
 	size_t cap;    /* payload capacity */
 	unsigned char data[];
 };
 
+/* RFC 6455 section 5.2: a server's header is at most 10 bytes (no mask). */
+_Static_assert(LWS_PRE >= 10, "the headroom must hold a WebSocket header");
+
 static inline unsigned char *frame_payload(struct frame *f) { return f->data + LWS_PRE; }
+/* The whole WebSocket frame (header + payload), written once by fbuf_finish
+ * so every session can send the same bytes as they are. */
+static inline unsigned char *frame_wire(struct frame *f) { return f->data + LWS_PRE - f->hlen; }
+static inline size_t frame_wire_len(const struct frame *f) { return f->len + f->hlen; }
 static inline struct frame *frame_ref(struct frame *f)
 {
 	f->refs++;

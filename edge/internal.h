@@ -38,6 +38,7 @@ struct edge {
 	struct list sessions;	/* struct session */
 	uv_timer_t tick;
 	struct frame *hb_frame; /* {"op":"heartbeat"}, shared */
+	unsigned char *wbuf;	/* LWS_PRE + TERN_EDGE_WRITE_BATCH_BYTES scratch for writes */
 	uint64_t conn_counter;
 	char conn_prefix[20];
 	bool shutting_down;

@@ -305,23 +305,55 @@ static int on_receive(struct session *s, const void *in, size_t len)
 	return 0;
 }
 
-static int on_writeable(struct session *s)
+/* Everything queued for a connection goes out in as few writes as possible:
+ * frames carry their WebSocket header already (frame_wire), so several are
+ * copied side by side and handed to lws as raw bytes in one write. lws keeps
+ * any part the socket did not take and sends it before anything else. */
+static int write_batch(struct session *s, int *frames)
 {
-	struct lws *wsi = s->wsi;
 	struct edge *e = s->e;
+	unsigned char *out = e->wbuf + LWS_PRE;
+	size_t used = 0;
 	int n = 0;
-	while (s->qlen && n < TERN_SESSION_WRITES_PER_TURN && !lws_send_pipe_choked(wsi)) {
+	while (n < (int)s->qlen && n < TERN_SESSION_WRITES_PER_TURN) {
+		struct frame *f = s->q[(s->qhead + n) % s->qcap];
+		size_t wl = frame_wire_len(f);
+		if (used + wl > TERN_EDGE_WRITE_BATCH_BYTES)
+			break;
+		memcpy(out + used, frame_wire(f), wl);
+		used += wl;
+		n++;
+	}
+	unsigned char *buf = out;
+	if (n == 0) { /* one frame larger than the batch: write it in place */
 		struct frame *f = s->q[s->qhead];
-		if (lws_write(wsi, frame_payload(f), f->len, LWS_WRITE_TEXT) < (int)f->len)
-			return -1;
+		buf = frame_wire(f);
+		used = frame_wire_len(f);
+		n = 1;
+	}
+	if (lws_write(s->wsi, buf, used, LWS_WRITE_HTTP) < (int)used)
+		return -1;
+	for (int i = 0; i < n; i++) {
+		struct frame *f = s->q[s->qhead];
 		s->qhead = (s->qhead + 1) % s->qcap;
 		s->qlen--;
 		s->qbytes -= f->len;
 		e->st.bytes_out += f->len;
 		e->st.messages_out += f->kind == WIRE_FRAME_MESSAGE;
 		frame_unref(f);
-		n++;
 	}
+	*frames += n;
+	return 0;
+}
+
+static int on_writeable(struct session *s)
+{
+	struct lws *wsi = s->wsi;
+	struct edge *e = s->e;
+	int n = 0;
+	while (s->qlen && n < TERN_SESSION_WRITES_PER_TURN && !lws_send_pipe_choked(wsi))
+		if (write_batch(s, &n) != 0)
+			return -1;
 	if (n)
 		s->last_tx_ms = edge_now_ms(e);
 	if (s->qlen) {
