@@ -53,8 +53,9 @@ typedef struct link_call_opts {
 /* Starts a call of method (by name) of service svc on l. cbs is borrowed (usually static). On
  * success *out is the call and on_done will run exactly once. Fails with -ENOENT (no such
  * method), -ESHUTDOWN (link closing, drained or goaway received: retry elsewhere), -EAGAIN (the
- * peer's concurrent stream limit is reached: retry later), -EPERM (an interceptor refused),
- * -EINVAL, -ENOMEM; then no callback runs. */
+ * peer's concurrent stream limit is reached, taken as LINK_MAX_STREAMS_PROTOCOL until its
+ * settings arrive: retry later), -ETIMEDOUT (the parent's deadline has passed), -EPERM (an
+ * interceptor refused), -EINVAL, -ENOMEM; then no callback runs. */
 int link_call_start(tern_link *l, const ProtobufCServiceDescriptor *svc, const char *method,
                     const link_call_opts *opts, const link_call_cbs *cbs, void *ud,
                     link_call **out);

@@ -13,6 +13,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "link.h"
@@ -504,6 +508,59 @@ static void bench_ping(int port, const char *dir, uint64_t n) {
   g_sockbuf = 0;
 }
 
+/* ---- the floor: bare sockets, 64-byte ping-pong between two threads through epoll ---- */
+
+static void *floor_echo(void *arg) {
+  int fd = *(int *)arg;
+  char b[64];
+  int ep = epoll_create1(0);
+  struct epoll_event ev = {.events = EPOLLIN};
+  epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+  for (;;) {
+    struct epoll_event e;
+    epoll_wait(ep, &e, 1, -1);
+    ssize_t n = read(fd, b, sizeof(b));
+    if (n <= 0 || write(fd, b, (size_t)n) != n) break;
+  }
+  close(ep);
+  return NULL;
+}
+
+static double floor_rtt_us(int rounds) {
+  int ls = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  socklen_t len = sizeof(sa);
+  CHECK(ls >= 0 && bind(ls, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(ls, 1) == 0);
+  getsockname(ls, (struct sockaddr *)&sa, &len);
+  int c = socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(connect(c, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+  int a = accept(ls, NULL, NULL);
+  CHECK(a >= 0);
+  setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  setsockopt(a, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  pthread_t th;
+  CHECK(pthread_create(&th, NULL, floor_echo, &a) == 0);
+  int ep = epoll_create1(0);
+  struct epoll_event ev = {.events = EPOLLIN};
+  epoll_ctl(ep, EPOLL_CTL_ADD, c, &ev);
+  char b[64] = {0};
+  uint64_t t0 = now_ns();
+  for (int i = 0; i < rounds; i++) {
+    struct epoll_event e;
+    CHECK(write(c, b, sizeof(b)) == (ssize_t)sizeof(b));
+    epoll_wait(ep, &e, 1, -1);
+    CHECK(read(c, b, sizeof(b)) > 0);
+  }
+  double us = (double)(now_ns() - t0) / 1000.0 / rounds;
+  shutdown(c, SHUT_RDWR);
+  pthread_join(th, NULL);
+  close(c);
+  close(a);
+  close(ls);
+  close(ep);
+  return us;
+}
+
 static const char *make_certs(char *dir, size_t len) {
   snprintf(dir, len, "/tmp/tern-bench-link-XXXXXX");
   if (!mkdtemp(dir)) return NULL;
@@ -539,6 +596,7 @@ int main(int argc, char **argv) {
   server s;
   server_start(&s, dir, NULL);
   printf("transport=%s\n", g_tls ? "tls" : "tcp");
+  printf("loopback_floor_rtt_us=%.1f\n", floor_rtt_us(g_quick ? 5000 : 50000));
   static client c;
   client_init(&c);
   client_start(&c, s.port, 1000, dir);

@@ -323,19 +323,24 @@ static void serves_still(fx *f) {
   ASSERT(fx_run_until(f, &cs.done, 3000) && cs.code == LINK_OK);
 }
 
-static void hostile(void **state) {
+static void hostile_setup(fx *f) {
+  fx_init(f, 0);
+  f->scfg.stream_window = 64 * 1024;
+  f->scfg.max_message = 16 * 1024;
+  f->scfg.resets_per_s = 10;
+  f->scfg.handshake_timeout_ms = 200;
+  fx_listen(f, 0);
+}
+
+/* Input that ends the link: a goaway saying why, then the socket closes. */
+static void hostile_link(void **state) {
   fx f;
-  fx_init(&f, 0);
-  f.scfg.stream_window = 64 * 1024;
-  f.scfg.max_message = 16 * 1024;
-  f.scfg.resets_per_s = 10;
-  f.scfg.handshake_timeout_ms = 200;
-  fx_listen(&f, 0);
+  hostile_setup(&f);
   static rawpeer r;
-  uint8_t buf[70000] = {0};
+  static uint8_t buf[70000];
   size_t n;
 
-  /* HTTP instead of a link: goaway, closed */
+  /* HTTP instead of a link */
   memset(&r, 0, sizeof(r));
   raw_put(&r, "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27);
   hostile_run(&f, &r, LINK_FRAME_GOAWAY, 1);
@@ -371,27 +376,6 @@ static void hostile(void **state) {
   raw_put(&r, LINK_PREFACE, 8);
   raw_put_frame(&r, LINK_FRAME_SETTINGS, 0, 0, "\xff\xff\xff", 3);
   hostile_run(&f, &r, LINK_FRAME_GOAWAY, 1);
-  /* a stream window overflow: that stream is reset, the link lives */
-  memset(&r, 0, sizeof(r));
-  raw_put_hello(&r);
-  n = pack_header(buf, "tern.link.LinkDiag/ClientStream", 1);
-  raw_put_frame(&r, LINK_FRAME_HEADERS, 0, 1, buf, (uint32_t)n);
-  memset(buf, 0, sizeof(buf));
-  for (int i = 0; i < 5; i++) raw_put_frame(&r, LINK_FRAME_DATA, 0, 1, buf, 16 * 1024);
-  hostile_run(&f, &r, LINK_FRAME_RESET, 0);
-  /* a message above max_message: that stream is reset */
-  memset(&r, 0, sizeof(r));
-  raw_put_hello(&r);
-  n = pack_header(buf, "tern.link.LinkDiag/ClientStream", 0);
-  raw_put_frame(&r, LINK_FRAME_HEADERS, 0, 1, buf, (uint32_t)n);
-  link_put_u32(buf, 1u << 20);
-  raw_put_frame(&r, LINK_FRAME_DATA, 0, 1, buf, 8);
-  hostile_run(&f, &r, LINK_FRAME_RESET, 0);
-  /* a call header that does not decode: the call fails, the link lives */
-  memset(&r, 0, sizeof(r));
-  raw_put_hello(&r);
-  raw_put_frame(&r, LINK_FRAME_HEADERS, 0, 1, "\x0a\xff\x01", 3);
-  hostile_run(&f, &r, LINK_FRAME_STATUS, 0);
   /* a ping flood: pongs queue beyond the cap, the link is closed */
   memset(&r, 0, sizeof(r));
   raw_put_hello(&r);
@@ -420,6 +404,49 @@ static void hostile(void **state) {
   /* silence: the handshake times out */
   memset(&r, 0, sizeof(r));
   hostile_run(&f, &r, 0xff, 1);
+
+  serves_still(&f);
+  fx_finish(&f);
+}
+
+/* Input that ends one stream: that stream is reset (or fails with a status), the link lives. */
+static void hostile_stream(void **state) {
+  fx f;
+  hostile_setup(&f);
+  static rawpeer r;
+  static uint8_t buf[70000];
+  size_t n;
+
+  /* a stream window overflow, against a reader that never reads */
+  memset(&r, 0, sizeof(r));
+  raw_put_hello(&r);
+  n = pack_header(buf, "tern.link.LinkDiag/ClientStream", 1);
+  raw_put_frame(&r, LINK_FRAME_HEADERS, 0, 1, buf, (uint32_t)n);
+  memset(buf, 0, sizeof(buf));
+  for (int i = 0; i < 5; i++) raw_put_frame(&r, LINK_FRAME_DATA, 0, 1, buf, 16 * 1024);
+  hostile_run(&f, &r, LINK_FRAME_RESET, 0);
+  /* a message above max_message */
+  memset(&r, 0, sizeof(r));
+  raw_put_hello(&r);
+  n = pack_header(buf, "tern.link.LinkDiag/ClientStream", 0);
+  raw_put_frame(&r, LINK_FRAME_HEADERS, 0, 1, buf, (uint32_t)n);
+  link_put_u32(buf, 1u << 20);
+  raw_put_frame(&r, LINK_FRAME_DATA, 0, 1, buf, 8);
+  hostile_run(&f, &r, LINK_FRAME_RESET, 0);
+  /* a call header that does not decode */
+  memset(&r, 0, sizeof(r));
+  raw_put_hello(&r);
+  raw_put_frame(&r, LINK_FRAME_HEADERS, 0, 1, "\x0a\xff\x01", 3);
+  hostile_run(&f, &r, LINK_FRAME_STATUS, 0);
+  /* a request that does not decode as the method's input */
+  memset(&r, 0, sizeof(r));
+  raw_put_hello(&r);
+  n = pack_header(buf, "tern.link.LinkDiag/Unary", 0);
+  raw_put_frame(&r, LINK_FRAME_HEADERS, 0, 1, buf, (uint32_t)n);
+  link_put_u32(buf, 3);
+  memcpy(buf + 4, "\x0a\xff\x01", 3);
+  raw_put_frame(&r, LINK_FRAME_DATA, LINK_FLAG_END, 1, buf, 7);
+  hostile_run(&f, &r, LINK_FRAME_STATUS, 0);
 
   serves_still(&f);
   fx_finish(&f);
@@ -475,7 +502,8 @@ int main(void) {
       cmocka_unit_test(abrupt_close),
       cmocka_unit_test(redial),
       cmocka_unit_test(goaway),
-      cmocka_unit_test(hostile),
+      cmocka_unit_test(hostile_link),
+      cmocka_unit_test(hostile_stream),
       cmocka_unit_test(tls_refusals),
   };
   return cmocka_run_group_tests_name("link faults", tests, NULL, NULL);
