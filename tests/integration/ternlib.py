@@ -665,6 +665,21 @@ class RawWS:
                 return ("text" if first == 0x1 else "binary"), data
         raise TestFailure("raw ws: no complete message in a million frames")
 
+    def answer_close(self, payload, max_frames=10):
+        """Answers a received close frame with one echoing its code (RFC 6455
+        5.5.1) and returns whatever the server sends after that; a clean
+        close handshake gives [] (the server only ends the TCP connection)."""
+        self.send_frame(0x8, payload[:2])
+        after = []
+        try:
+            for _ in range(max_frames):
+                after.append(self.recv_frame())
+        except EOFError:
+            pass
+        except OSError as e:
+            after.append(("socket error", repr(e)))
+        return after
+
     def close(self):
         try:
             self.sock.close()

@@ -232,7 +232,10 @@ async def test_demo_page_subscribe_publish_reconnect():
         # when the page's server is back, tern.js re-subscribes with from_seq and shows exactly those.
         await py.close()
         port = s.port
+        await b.js("window.closeCodes = []; tern.on('close', ev => closeCodes.push(ev.code)); true")
         s.stop()
+        codes = await b.wait_js("closeCodes.length >= 1 && closeCodes", "the close event")
+        check_eq(codes[0], 1001, "the browser sees close code 1001 when the server shuts down")
         await b.wait_js("document.getElementById('status').dataset.state === 'reconnecting'", "status 'reconnecting'")
         other = T.Server(data_dir=s.data_dir)
         other.start()

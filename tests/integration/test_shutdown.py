@@ -68,6 +68,25 @@ def test_unresponsive_client_does_not_hold_shutdown():
         s.cleanup()
 
 
+def test_close_handshake_is_clean():
+    """RFC 6455 5.5.1: after its close frame an endpoint sends nothing more. The
+    client answers the 1001 with its own close; the server must then just end
+    the TCP connection: no second close frame (browsers report 1006 for that)."""
+    s = T.Server().start()
+    try:
+        raw = RawWS(s.port)
+        raw.recv_message()  # connected
+        s.send_signal(signal.SIGTERM)
+        kind, payload = raw.recv_message()
+        check_eq((kind, T.close_code(payload)), ("close", 1001), "close frame with 1001")
+        after = raw.answer_close(payload)
+        check(not after, "nothing after the server's close frame, then EOF (got %r)" % (after,))
+        raw.close()
+        s.stop(send=False)
+    finally:
+        s.cleanup()
+
+
 def test_exit_0_with_idle_server():
     s = T.Server().start()
     try:

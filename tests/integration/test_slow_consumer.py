@@ -86,6 +86,7 @@ async def test_slow_consumer_closed_4008_others_unaffected():
 
         # What the slow one was sent: a gapless prefix, an error frame, then close 4008.
         frames, close_payload = await asyncio.wait_for(slow_read, 120)
+        after_close = slow.answer_close(close_payload) if close_payload is not None else []
         slow.close()
         msgs = [f for f in frames if f.get("op") == "message"]
         seqs = [m["seq"] for m in msgs]
@@ -96,6 +97,7 @@ async def test_slow_consumer_closed_4008_others_unaffected():
               "before the drop: %d messages, error frames %r" % (len(seqs), [frames[i] for i in errors]))
         code = T.close_code(close_payload)
         check_eq(code, 4008, "close code for a slow consumer (payload %r)" % (close_payload[:60],))
+        check(not after_close, "a clean close handshake: nothing after the 4008 close frame (got %r)" % (after_close,))
         errors = [i for i, f in enumerate(frames) if f.get("op") == "error"]
         check(errors, "an error frame precedes the 4008 close", [f.get("op") for f in frames[-3:]])
         T.check_error(frames[errors[-1]]["error"], frames[errors[-1]]["error"].get("code"), "slow consumer error frame")

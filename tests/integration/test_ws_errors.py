@@ -276,6 +276,32 @@ async def test_frame_over_twice_limit_closed_1009():
     await b.close()
 
 
+def test_frame_over_twice_limit_raw_close_handshake():
+    """The same on the wire: error frame, close frame 1009, and after the
+    client's answering close nothing more (a second close is what browsers
+    report as 1006)."""
+    s = server()
+    raw = T.RawWS(s.port)
+    raw.recv_message()  # connected
+    raw.send_frame(0x1, json.dumps({"op": "publish", "channel": "huge", "data": "q" * (2 * LIMIT + 10)}).encode())
+    kinds = []
+    for _ in range(10):
+        try:
+            kind, payload = raw.recv_message()
+        except EOFError:
+            kinds.append("EOF")
+            break
+        kinds.append(kind)
+        if kind == "close":
+            break
+    check_eq(kinds[-1], "close", "a close frame ends it (frames %r)" % kinds)
+    check_eq(T.close_code(payload), 1009, "close code")
+    check_eq(kinds[0], "text", "the error frame first")
+    after = raw.answer_close(payload)
+    check(not after, "nothing after the 1009 close frame (got %r)" % (after,))
+    raw.close()
+
+
 async def test_fragmented_message_over_twice_limit():
     """A message over twice the limit sent in 16 KiB fragments: the server must
     bound what it buffers. Either it answers 41300 and stays open, or it sends
