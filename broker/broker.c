@@ -12,41 +12,7 @@
 #include "list.h"
 #include "names.h"
 #include "store.h"
-
-/* A channel on the loop side: exists while it has subscribers or publishes in
- * flight. last_seq moves only when a commit comes back, so a subscriber told
- * "last seq is L" gets exactly the messages after L. */
-struct chan {
-	struct hmap_node node;
-	struct broker *b;
-	uint64_t last_seq;
-	uint32_t inflight;    /* publishes queued to the store */
-	uint64_t clients;     /* sum of subscriptions' client counts */
-	struct list subs;
-	char name[];
-};
-
-struct broker_sub {
-	struct list link;
-	struct chan *ch;
-	broker_msg_fn fn;
-	void *arg;
-	uint32_t clients;
-	uint64_t after_seq; /* it was told the channel stood here */
-};
-
-struct broker {
-	struct broker_config cfg;
-	struct store *store;
-	struct hmap chans;
-	char id_prefix[20];
-	uint64_t id_counter;
-	bool closing;
-	struct broker_stats stats;
-	/* Set while fan-out walks a channel's subscribers, so a subscriber that
-	 * unsubscribes from inside its callback does not break the walk. */
-	struct list *walk_next;
-};
+#include "broker_internal.h"
 
 struct pub_op {
 	struct store_op op;
@@ -55,6 +21,11 @@ struct pub_op {
 	broker_pub_cb cb;
 	void *arg;
 	char idem[TERN_IDEM_KEY_MAX_BYTES];
+	/* queues bound to the channel: copies made in the same transaction */
+	struct queue **targets;
+	const char **names;
+	size_t *lens;
+	uint64_t *qseqs;
 };
 
 struct hist_op {
@@ -134,11 +105,33 @@ static void pub_done(struct store_op *op)
 		fan_out(ch, m);
 		p->cb(p->arg, 0, m->seq, m->id);
 	}
+	if (op->ncopies)
+		queues_copies_committed(p->b, p->targets, p->qseqs, op->ncopies,
+					op->err == 0 && !op->dup ? m : NULL);
 	msg_unref(m);
 	/* Only now: a callback above may have dropped the last subscriber. */
 	ch->inflight--;
 	chan_release_if_idle(ch);
 	free(p);
+}
+
+/* Allocates the op with room for n binding copies. */
+static struct pub_op *pub_op_new(size_t n)
+{
+	size_t sz = sizeof(struct pub_op) +
+		    n * (sizeof(struct queue *) + sizeof(char *) + sizeof(size_t) + sizeof(uint64_t));
+	struct pub_op *po = calloc(1, sz);
+	if (!po)
+		return NULL;
+	char *p = (char *)(po + 1);
+	po->qseqs = (uint64_t *)p;
+	p += n * sizeof(uint64_t);
+	po->targets = (struct queue **)p;
+	p += n * sizeof(struct queue *);
+	po->names = (const char **)p;
+	p += n * sizeof(char *);
+	po->lens = (size_t *)p;
+	return po;
 }
 
 static int check_pub(const struct broker *b, const struct broker_pub *p, const char **why)
@@ -178,16 +171,32 @@ int broker_publish(struct broker *b, const struct broker_pub *p, broker_pub_cb c
 		*why = "shutting down";
 		return TERN_EUNAVAIL;
 	}
-	struct pub_op *po = calloc(1, sizeof(*po));
+	struct queue *targets[TERN_QUEUE_COPIES_MAX];
+	size_t ncopies;
+	rc = queues_bound_to(b, p->chan, p->chan_len, targets, TERN_QUEUE_COPIES_MAX, &ncopies);
+	if (rc != 0) {
+		*why = "a queue bound to this channel is full";
+		return rc;
+	}
+	struct pub_op *po = pub_op_new(ncopies);
 	struct tern_msg *m = msg_new(p->chan, p->chan_len, p->name, p->name_len, p->data,
 				     p->data_len, p->enc);
 	struct chan *ch = po && m ? chan_get(b, p->chan, p->chan_len, true) : NULL;
 	if (!ch) {
+		queues_copies_committed(b, targets, NULL, ncopies, NULL);
 		free(po);
 		msg_unref(m);
 		*why = "out of memory";
 		return TERN_EUNAVAIL;
 	}
+	for (size_t i = 0; i < ncopies; i++) {
+		po->targets[i] = targets[i];
+		po->names[i] = queue_name(targets[i], &po->lens[i]);
+	}
+	po->op.copies = po->names;
+	po->op.copy_lens = po->lens;
+	po->op.copy_qseqs = po->qseqs;
+	po->op.ncopies = ncopies;
 	m->ts_ms = now_ms(b);
 	snprintf(m->id, sizeof(m->id), "%s-%llx", b->id_prefix,
 		 (unsigned long long)++b->id_counter);
@@ -206,6 +215,7 @@ int broker_publish(struct broker *b, const struct broker_pub *p, broker_pub_cb c
 	ch->inflight++;
 	rc = store_submit(b->store, &po->op);
 	if (rc != 0) {
+		queues_copies_committed(b, targets, NULL, ncopies, NULL);
 		ch->inflight--;
 		chan_release_if_idle(ch);
 		msg_unref(m);
@@ -324,7 +334,13 @@ int broker_sweep(struct broker *b, void (*cb)(void *arg, int err), void *arg)
 	return rc;
 }
 
-void broker_poll(struct broker *b) { store_poll(b->store); }
+void broker_poll(struct broker *b)
+{
+	store_poll(b->store);
+	queues_poll(b);
+}
+
+int64_t broker_now_ms(struct broker *b) { return b->cfg.now_ms(b->cfg.clock_arg); }
 
 void broker_get_stats(struct broker *b, struct broker_stats *out) { *out = b->stats; }
 
@@ -354,6 +370,11 @@ int broker_open(struct broker **out, const struct broker_config *cfg, char *why,
 	if (!b->cfg.max_message_bytes)
 		b->cfg.max_message_bytes = TERN_MESSAGE_BYTES_DEFAULT;
 	hmap_init(&b->chans);
+	hmap_init(&b->queues);
+	hmap_init(&b->deliveries);
+	list_init(&b->bound_queues);
+	list_init(&b->ready_pulls);
+	list_init(&b->dispatch_pending);
 	/* Message ids: a random per-process prefix and a counter, so ids are
 	 * unique across restarts and nodes without coordination. */
 	unsigned char rnd[8];
@@ -379,13 +400,26 @@ int broker_open(struct broker **out, const struct broker_config *cfg, char *why,
 		.notify_arg = cfg->notify_arg,
 	};
 	int rc = store_open(&b->store, &sc, why, why_len);
-	if (rc != 0) {
-		hmap_destroy(&b->chans);
-		free(b);
-		return rc;
-	}
+	if (rc != 0)
+		goto out_free;
+	rc = queues_load(b, why, why_len);
+	if (rc == 0 && (rc = store_start(b->store)) != 0)
+		snprintf(why, why_len, "cannot start the store thread");
+	if (rc != 0)
+		goto out_close_store;
 	*out = b;
 	return 0;
+
+out_close_store:
+	queues_free(b);
+	store_close(b->store);
+	store_free(b->store);
+out_free:
+	hmap_destroy(&b->deliveries);
+	hmap_destroy(&b->queues);
+	hmap_destroy(&b->chans);
+	free(b);
+	return rc;
 }
 
 void broker_close(struct broker *b)
@@ -393,8 +427,12 @@ void broker_close(struct broker *b)
 	b->closing = true;
 	store_close(b->store);
 	store_poll(b->store); /* publishers get their answers; channels drain */
+	queues_poll(b);
 	assert(b->chans.count == 0);
+	queues_free(b);
 	store_free(b->store);
 	hmap_destroy(&b->chans);
+	hmap_destroy(&b->queues);
+	hmap_destroy(&b->deliveries);
 	free(b);
 }

@@ -32,6 +32,7 @@ struct broker_config {
 	void *clock_arg;
 	void (*notify)(void *arg);    /* thread-safe wake-up of the loop */
 	void *notify_arg;
+	uint64_t queue_max_depth;     /* 0: TERN_QUEUE_DEPTH_DEFAULT */
 };
 
 /* A publish request. Strings need not be NUL-terminated; the broker copies
@@ -110,6 +111,112 @@ void broker_poll(struct broker *b);
 
 void broker_get_stats(struct broker *b, struct broker_stats *out);
 void broker_store_stats(struct broker *b, struct store_stats *out);
+
+/* --- Queues (direct): each message to one consumer at a time, acked ---
+ *
+ * Queues are created on first use with defaults (ack timeout 30 s, 5
+ * attempts, dead letters to "{q}.dlq"). A delivery not acked within the ack
+ * timeout, nacked with requeue, or held by a consumer that is cancelled, goes
+ * back to the head of its queue; the delivery that was number max_attempts,
+ * or a nack without requeue, moves the message to the dead-letter queue. */
+
+struct broker_consumer;
+struct broker_pull;
+
+/* A message handed to a consumer. Valid during the callback; msg_ref(msg) to
+ * keep it. msg->chan is the channel it was published on when from_channel
+ * (a binding's copy), else the queue's name. */
+struct broker_delivery {
+	const char *queue;
+	size_t queue_len;
+	const char *delivery_id;
+	struct tern_msg *msg;
+	bool from_channel;
+	uint32_t attempt;
+};
+typedef void (*broker_deliver_fn)(void *arg, const struct broker_delivery *d);
+/* Pull results: ds[0..n) valid during the callback; n may be 0 (timed out). */
+typedef void (*broker_pull_cb)(void *arg, int err, const struct broker_delivery *ds, size_t n);
+
+struct broker_enq {
+	const char *queue;
+	size_t queue_len;
+	const void *data;
+	size_t data_len;
+	int enc;
+	const char *idem_key;
+	size_t idem_len;
+};
+
+/* Changes to a queue's settings; unset fields keep their value. bind
+ * replaces the whole pattern list ("orders:*" matches any name starting
+ * "orders:"; a pattern without '*' matches one name). */
+struct broker_qconf {
+	bool has_ack_timeout, has_max_attempts, has_dead_letter, has_bind;
+	uint64_t ack_timeout_ms;	/* TERN_QUEUE_ACK_TIMEOUT_MS_MIN..MAX */
+	uint32_t max_attempts;		/* 1..TERN_QUEUE_ATTEMPTS_MAX */
+	const char *dead_letter;
+	size_t dead_letter_len;
+	const char *const *bind;
+	const size_t *bind_lens;
+	size_t nbind;			/* 0..TERN_QUEUE_BINDS_MAX */
+};
+
+/* A queue's settings and counters, for info, PUT replies and metrics.
+ * Pointers are valid until the next call that changes the broker. */
+struct broker_qinfo {
+	const char *name;
+	size_t name_len;
+	uint64_t ready, unacked, consumers;
+	uint64_t delivered, redelivered, dead_lettered;
+	uint64_t ack_timeout_ms;
+	uint32_t max_attempts;
+	const char *dead_letter; /* resolved ("{q}.dlq" by default) */
+	const char *const *bind;
+	size_t nbind;
+};
+
+/* Enqueues one message; cb(arg, err, 0, id) after it is durable. Errors as
+ * broker_publish, plus TERN_ERATELIMIT when the queue is at its depth limit. */
+int broker_enqueue(struct broker *b, const struct broker_enq *e, broker_pub_cb cb, void *arg,
+		   const char **why);
+
+/* Registers a consumer that gets up to prefetch (1..1000) unacked deliveries
+ * at a time, each through fn. Returns 0 or a Tern error. */
+int broker_consume(struct broker *b, const char *queue, size_t len, uint32_t prefetch,
+		   broker_deliver_fn fn, void *arg, struct broker_consumer **out);
+int broker_consumer_set_prefetch(struct broker_consumer *c, uint32_t prefetch);
+/* Ends the consumer: fn is not called again; its unacked deliveries count
+ * as failed and go back to the queue (or to dead letters). */
+void broker_consumer_cancel(struct broker_consumer *c);
+
+/* Settles a delivery of that queue. Returns 0, or TERN_ENOTFOUND for an
+ * unknown, stale or other queue's delivery id. */
+int broker_ack(struct broker *b, const char *queue, size_t qlen, const char *id, size_t idlen);
+int broker_nack(struct broker *b, const char *queue, size_t qlen, const char *id, size_t idlen,
+		bool requeue);
+
+/* Takes up to max (1..1000) deliveries, waiting up to wait_ms (0..30000) for
+ * the first. cb runs once, later (never inside this call). Pulled deliveries
+ * run under the ack timeout like any other. */
+int broker_pull(struct broker *b, const char *queue, size_t len, uint32_t max, uint64_t wait_ms,
+		broker_pull_cb cb, void *arg, struct broker_pull **out);
+/* Withdraws a pull whose cb has not run; cb will not run. */
+void broker_pull_cancel(struct broker_pull *p);
+
+/* Merges conf into the queue's settings and makes them durable; cb(arg, err)
+ * runs after the commit. Returns 0 or TERN_EBADREQ/TERN_EBADNAME with why. */
+int broker_queue_configure(struct broker *b, const char *queue, size_t len,
+			   const struct broker_qconf *conf, void (*cb)(void *arg, int err),
+			   void *arg, const char **why);
+/* Settings and counters; a queue never used reads as defaults and zeros. */
+int broker_queue_info(struct broker *b, const char *queue, size_t len, struct broker_qinfo *out);
+/* Calls fn for every queue (for metrics). */
+void broker_queue_each(struct broker *b, void (*fn)(void *arg, const struct broker_qinfo *q),
+		       void *arg);
+
+/* Expires ack timeouts and pull waits. Call every TERN_QUEUE_TICK_MS or so. */
+void broker_tick(struct broker *b);
 
 /* Graceful end: refuses new publishes, waits for the store to commit what is
  * queued, runs the remaining completions (so every publisher gets its answer),

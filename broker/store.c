@@ -23,7 +23,8 @@ struct schan {
 	int64_t db_id;
 	uint64_t seq_pending;
 	uint64_t seq_committed;
-	bool in_db;	     /* its channels row is committed */
+	bool in_db;	     /* its channels (or queues) row is committed */
+	bool is_queue;
 	uint64_t batch_mark; /* batch that touched it last */
 	char name[];
 };
@@ -31,7 +32,9 @@ struct schan {
 enum {
 	ST_INS_CHAN, ST_UPD_CHAN, ST_INS_MSG, ST_GET_IDEM, ST_PUT_IDEM,
 	ST_HIST_FWD, ST_HIST_BACK, ST_SWEEP_MSG, ST_SWEEP_IDEM,
-	ST_BEGIN, ST_COMMIT, ST_ROLLBACK, ST_COUNT
+	ST_BEGIN, ST_COMMIT, ST_ROLLBACK,
+	ST_INS_QUEUE, ST_UPD_QUEUE, ST_INS_QMSG, ST_DEL_QMSG, ST_QATTEMPT, ST_QCONFIG,
+	ST_GET_QIDEM, ST_PUT_QIDEM, ST_SWEEP_QIDEM, ST_COUNT
 };
 
 static const char *const sql_text[ST_COUNT] = {
@@ -52,6 +55,18 @@ static const char *const sql_text[ST_COUNT] = {
 	[ST_SWEEP_MSG] = "DELETE FROM messages WHERE ts < ?1 AND seq <= "
 			 "(SELECT c.last_seq FROM channels c WHERE c.id = messages.chan_id) - ?2",
 	[ST_SWEEP_IDEM] = "DELETE FROM idem WHERE ts < ?1",
+	[ST_INS_QUEUE] = "INSERT INTO queues(name, last_qseq) VALUES (?1, 0)",
+	[ST_UPD_QUEUE] = "UPDATE queues SET last_qseq = ?2 WHERE id = ?1",
+	[ST_INS_QMSG] = "INSERT INTO qmsgs(queue_id, qseq, id, chan, name, data, enc, ts, attempt) "
+			"VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+	[ST_DEL_QMSG] = "DELETE FROM qmsgs WHERE queue_id = ?1 AND qseq = ?2",
+	[ST_QATTEMPT] = "UPDATE qmsgs SET attempt = ?3 WHERE queue_id = ?1 AND qseq = ?2",
+	[ST_QCONFIG] = "UPDATE queues SET configured = 1, ack_timeout_ms = ?2, max_attempts = ?3, "
+		       "dead_letter = ?4, bind = ?5 WHERE id = ?1",
+	[ST_GET_QIDEM] = "SELECT qseq, msg_id, ts FROM qidem WHERE queue_id = ?1 AND key = ?2",
+	[ST_PUT_QIDEM] = "INSERT OR REPLACE INTO qidem(queue_id, key, qseq, msg_id, ts) "
+			 "VALUES (?1, ?2, ?3, ?4, ?5)",
+	[ST_SWEEP_QIDEM] = "DELETE FROM qidem WHERE ts < ?1",
 	[ST_BEGIN] = "BEGIN IMMEDIATE",
 	[ST_COMMIT] = "COMMIT",
 	[ST_ROLLBACK] = "ROLLBACK",
@@ -67,7 +82,17 @@ static const char schema[] =
 	"CREATE TABLE IF NOT EXISTS idem(chan_id INTEGER NOT NULL, key TEXT NOT NULL,"
 	" seq INTEGER NOT NULL, msg_id TEXT NOT NULL, ts INTEGER NOT NULL,"
 	" PRIMARY KEY(chan_id, key)) WITHOUT ROWID;"
-	"CREATE INDEX IF NOT EXISTS idem_ts ON idem(ts);";
+	"CREATE INDEX IF NOT EXISTS idem_ts ON idem(ts);"
+	"CREATE TABLE IF NOT EXISTS queues(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,"
+	" last_qseq INTEGER NOT NULL, configured INTEGER NOT NULL DEFAULT 0,"
+	" ack_timeout_ms INTEGER, max_attempts INTEGER, dead_letter TEXT, bind TEXT);"
+	"CREATE TABLE IF NOT EXISTS qmsgs(queue_id INTEGER NOT NULL, qseq INTEGER NOT NULL,"
+	" id TEXT NOT NULL, chan TEXT, name TEXT, data BLOB NOT NULL, enc INTEGER NOT NULL,"
+	" ts INTEGER NOT NULL, attempt INTEGER NOT NULL, PRIMARY KEY(queue_id, qseq)) WITHOUT ROWID;"
+	"CREATE TABLE IF NOT EXISTS qidem(queue_id INTEGER NOT NULL, key TEXT NOT NULL,"
+	" qseq INTEGER NOT NULL, msg_id TEXT NOT NULL, ts INTEGER NOT NULL,"
+	" PRIMARY KEY(queue_id, key)) WITHOUT ROWID;"
+	"CREATE INDEX IF NOT EXISTS qidem_ts ON qidem(ts);";
 
 const double store_commit_buckets_s[12] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 					   0.05, 0.1, 0.25, 0.5, 1.0, 1e300};
@@ -86,6 +111,7 @@ struct store {
 	struct store_op *out_head, **out_tail; /* thread -> loop */
 	bool stopping;
 	struct hmap chans; /* store thread writes; loop reads under mu */
+	struct hmap queues; /* store thread only (after store_start) */
 	struct store_stats stats;
 
 	/* store thread only */
@@ -104,7 +130,7 @@ static int map_sqlite(int rc)
 
 static size_t op_bytes(const struct store_op *op)
 {
-	if (op->kind == STORE_OP_PUBLISH)
+	if (op->kind == STORE_OP_PUBLISH || op->kind == STORE_OP_ENQUEUE)
 		return op->msg->data_len + op->msg->chan_len + op->msg->name_len + op->idem_len;
 	return 0;
 }
@@ -113,10 +139,36 @@ static int64_t now_ms(struct store *s) { return s->cfg.now_ms(s->cfg.clock_arg);
 
 /* --- channel map (store thread; mutations under mu so the loop can read) --- */
 
+static struct schan *find_in(struct hmap *m, const char *name, size_t len)
+{
+	struct hmap_node *n = hmap_get(m, name, len);
+	return n ? container_of(n, struct schan, node) : NULL;
+}
+
 static struct schan *chan_find(struct store *s, const char *name, size_t len)
 {
 	struct hmap_node *n = hmap_get(&s->chans, name, len);
 	return n ? container_of(n, struct schan, node) : NULL;
+}
+
+static struct schan *chan_add(struct store *s, const char *name, size_t len, int64_t id,
+			      uint64_t last_seq, bool in_db);
+static struct schan *queue_add(struct store *s, const char *name, size_t len, int64_t id,
+			       uint64_t last_qseq, bool in_db)
+{
+	struct schan *c = calloc(1, sizeof(*c) + len + 1);
+	if (!c)
+		return NULL;
+	memcpy(c->name, name, len);
+	c->db_id = id;
+	c->seq_pending = c->seq_committed = last_qseq;
+	c->in_db = in_db;
+	c->is_queue = true;
+	if (hmap_put(&s->queues, &c->node, c->name, len) != 0) {
+		free(c);
+		return NULL;
+	}
+	return c;
 }
 
 static struct schan *chan_add(struct store *s, const char *name, size_t len, int64_t id,
@@ -142,7 +194,7 @@ static struct schan *chan_add(struct store *s, const char *name, size_t len, int
 static void chan_drop(struct store *s, struct schan *c)
 {
 	pthread_mutex_lock(&s->mu);
-	hmap_del(&s->chans, &c->node);
+	hmap_del(c->is_queue ? &s->queues : &s->chans, &c->node);
 	pthread_mutex_unlock(&s->mu);
 	free(c);
 }
@@ -203,7 +255,7 @@ static int chan_for_write(struct store *s, const struct tern_msg *m, struct scha
 /* Looks the key up; returns 1 with op->dup* filled when it is a live duplicate. */
 static int idem_check(struct store *s, struct schan *c, struct store_op *op, int64_t now)
 {
-	sqlite3_stmt *st = s->st[ST_GET_IDEM];
+	sqlite3_stmt *st = s->st[c->is_queue ? ST_GET_QIDEM : ST_GET_IDEM];
 	int found = 0;
 	sqlite3_bind_int64(st, 1, c->db_id);
 	sqlite3_bind_text(st, 2, op->idem_key, (int)op->idem_len, SQLITE_STATIC);
@@ -217,6 +269,60 @@ static int idem_check(struct store *s, struct schan *c, struct store_op *op, int
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? found : map_sqlite(rc);
+}
+
+static int idem_put(struct store *s, struct schan *c, const struct store_op *op, uint64_t seq)
+{
+	sqlite3_stmt *st = s->st[c->is_queue ? ST_PUT_QIDEM : ST_PUT_IDEM];
+	sqlite3_bind_int64(st, 1, c->db_id);
+	sqlite3_bind_text(st, 2, op->idem_key, (int)op->idem_len, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, (int64_t)seq);
+	sqlite3_bind_text(st, 4, op->msg->id, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 5, op->msg->ts_ms);
+	return step_done(st);
+}
+
+static int queue_for_write(struct store *s, const char *name, size_t len, struct schan **out)
+{
+	struct schan *q = find_in(&s->queues, name, len);
+	if (!q) {
+		sqlite3_stmt *st = s->st[ST_INS_QUEUE];
+		sqlite3_bind_text(st, 1, name, (int)len, SQLITE_STATIC);
+		int rc = step_done(st);
+		if (rc != 0)
+			return rc;
+		q = queue_add(s, name, len, sqlite3_last_insert_rowid(s->db), 0, false);
+		if (!q)
+			return TERN_EINTERNAL;
+	}
+	*out = q;
+	return touch(s, q);
+}
+
+/* Appends m to queue q with the next qseq. A binding's copy keeps the
+ * channel it was published on; a direct enqueue stores none. */
+static int insert_qmsg(struct store *s, struct schan *q, const struct tern_msg *m,
+		       bool from_channel, uint32_t attempt, uint64_t *qseq)
+{
+	uint64_t n = q->seq_pending + 1;
+	sqlite3_stmt *st = s->st[ST_INS_QMSG];
+	sqlite3_bind_int64(st, 1, q->db_id);
+	sqlite3_bind_int64(st, 2, (int64_t)n);
+	sqlite3_bind_text(st, 3, m->id, -1, SQLITE_STATIC);
+	if (from_channel)
+		sqlite3_bind_text(st, 4, m->chan, (int)m->chan_len, SQLITE_STATIC);
+	if (m->has_name)
+		sqlite3_bind_text(st, 5, m->name, (int)m->name_len, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 6, m->data, (int)m->data_len, SQLITE_STATIC);
+	sqlite3_bind_int(st, 7, m->enc);
+	sqlite3_bind_int64(st, 8, m->ts_ms);
+	sqlite3_bind_int64(st, 9, attempt);
+	int rc = step_done(st);
+	if (rc == 0) {
+		q->seq_pending = n;
+		*qseq = n;
+	}
+	return rc;
 }
 
 static int write_publish(struct store *s, struct store_op *op, int64_t now)
@@ -244,16 +350,80 @@ static int write_publish(struct store *s, struct store_op *op, int64_t now)
 	if ((rc = step_done(st)) != 0)
 		return rc;
 	c->seq_pending = m->seq;
-	if (op->idem_key) {
-		st = s->st[ST_PUT_IDEM];
-		sqlite3_bind_int64(st, 1, c->db_id);
-		sqlite3_bind_text(st, 2, op->idem_key, (int)op->idem_len, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 3, (int64_t)m->seq);
-		sqlite3_bind_text(st, 4, m->id, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 5, m->ts_ms);
-		rc = step_done(st);
+	if (op->idem_key && (rc = idem_put(s, c, op, m->seq)) != 0)
+		return rc;
+	for (size_t i = 0; rc == 0 && i < op->ncopies; i++) {
+		struct schan *q;
+		rc = queue_for_write(s, op->copies[i], op->copy_lens[i], &q);
+		if (rc == 0)
+			rc = insert_qmsg(s, q, m, true, 0, &op->copy_qseqs[i]);
 	}
 	return rc;
+}
+
+static int write_enqueue(struct store *s, struct store_op *op, int64_t now)
+{
+	struct schan *q;
+	int rc = queue_for_write(s, op->queue, op->queue_len, &q);
+	if (rc != 0)
+		return rc;
+	if (op->idem_key) {
+		rc = idem_check(s, q, op, now);
+		if (rc != 0)
+			return rc < 0 ? rc : 0;
+	}
+	rc = insert_qmsg(s, q, op->msg, false, 0, &op->qseq);
+	if (rc == 0 && op->idem_key)
+		rc = idem_put(s, q, op, op->qseq);
+	return rc;
+}
+
+static int delete_qmsg(struct store *s, const char *name, size_t len, uint64_t qseq)
+{
+	struct schan *q = find_in(&s->queues, name, len);
+	if (!q)
+		return 0;
+	sqlite3_stmt *st = s->st[ST_DEL_QMSG];
+	sqlite3_bind_int64(st, 1, q->db_id);
+	sqlite3_bind_int64(st, 2, (int64_t)qseq);
+	return step_done(st);
+}
+
+static int write_queue_op(struct store *s, struct store_op *op, int64_t now)
+{
+	struct schan *q;
+	int rc;
+	switch (op->kind) {
+	case STORE_OP_ENQUEUE:
+		return write_enqueue(s, op, now);
+	case STORE_OP_QDELETE:
+		return delete_qmsg(s, op->queue, op->queue_len, op->qseq);
+	case STORE_OP_QMOVE:
+		rc = delete_qmsg(s, op->src_queue, op->src_queue_len, op->src_qseq);
+		if (rc == 0)
+			rc = queue_for_write(s, op->queue, op->queue_len, &q);
+		return rc ? rc : insert_qmsg(s, q, op->msg, op->from_channel, 0, &op->qseq);
+	case STORE_OP_QATTEMPT:
+		if (!(q = find_in(&s->queues, op->queue, op->queue_len)))
+			return 0;
+		sqlite3_bind_int64(s->st[ST_QATTEMPT], 1, q->db_id);
+		sqlite3_bind_int64(s->st[ST_QATTEMPT], 2, (int64_t)op->qseq);
+		sqlite3_bind_int64(s->st[ST_QATTEMPT], 3, op->attempt);
+		return step_done(s->st[ST_QATTEMPT]);
+	case STORE_OP_QCONFIG: {
+		if ((rc = queue_for_write(s, op->queue, op->queue_len, &q)) != 0)
+			return rc;
+		sqlite3_stmt *st = s->st[ST_QCONFIG];
+		sqlite3_bind_int64(st, 1, q->db_id);
+		sqlite3_bind_int64(st, 2, (int64_t)op->qcfg.ack_timeout_ms);
+		sqlite3_bind_int64(st, 3, op->qcfg.max_attempts);
+		sqlite3_bind_text(st, 4, op->qcfg.dead_letter, -1, SQLITE_STATIC);
+		sqlite3_bind_text(st, 5, op->qcfg.bind, -1, SQLITE_STATIC);
+		return step_done(st);
+	}
+	default:
+		return 0;
+	}
 }
 
 static void observe_commit(struct store *s, uint64_t ops, uint64_t us)
@@ -283,7 +453,7 @@ static int finish_tx(struct store *s, int rc)
 {
 	for (size_t i = 0; rc == 0 && i < s->ntouched; i++) {
 		struct schan *c = s->touched[i];
-		sqlite3_stmt *st = s->st[ST_UPD_CHAN];
+		sqlite3_stmt *st = s->st[c->is_queue ? ST_UPD_QUEUE : ST_UPD_CHAN];
 		sqlite3_bind_int64(st, 1, c->db_id);
 		sqlite3_bind_int64(st, 2, (int64_t)c->seq_pending);
 		rc = step_done(st);
@@ -312,29 +482,41 @@ static int finish_tx(struct store *s, int rc)
 	return rc;
 }
 
+static bool is_write(enum store_op_kind k)
+{
+	return k != STORE_OP_HISTORY && k != STORE_OP_SWEEP;
+}
+
 static void run_writes(struct store *s, struct store_op *ops)
 {
 	int64_t now = now_ms(s);
 	uint64_t n = 0, t0 = mono_us();
 	int rc;
 
-	for (struct store_op *op = ops; op; op = op->next)
-		n += op->kind == STORE_OP_PUBLISH;
-	if (n == 0)
+	size_t writes = 0;
+	for (struct store_op *op = ops; op; op = op->next) {
+		n += op->kind == STORE_OP_PUBLISH || op->kind == STORE_OP_ENQUEUE;
+		writes += is_write(op->kind);
+	}
+	if (writes == 0)
 		return;
 	s->batch_no++;
 	rc = step_done(s->st[ST_BEGIN]);
-	for (struct store_op *op = ops; rc == 0 && op; op = op->next)
+	for (struct store_op *op = ops; rc == 0 && op; op = op->next) {
 		if (op->kind == STORE_OP_PUBLISH)
 			rc = write_publish(s, op, now);
+		else if (is_write(op->kind))
+			rc = write_queue_op(s, op, now);
+	}
 	rc = finish_tx(s, rc);
 	for (struct store_op *op = ops; op; op = op->next) {
-		if (op->kind != STORE_OP_PUBLISH)
+		if (!is_write(op->kind))
 			continue;
 		op->err = rc;
-		if (rc != 0) {
+		if (rc != 0 && op->msg) {
 			op->dup = false;
-			op->msg->seq = 0;
+			if (op->kind == STORE_OP_PUBLISH)
+				op->msg->seq = 0;
 		}
 	}
 	if (rc == 0)
@@ -401,6 +583,11 @@ static int run_sweep(struct store *s)
 	int rc = step_done(st);
 	if (rc == 0) {
 		st = s->st[ST_SWEEP_IDEM];
+		sqlite3_bind_int64(st, 1, now - (int64_t)s->cfg.idem_window_ms);
+		rc = step_done(st);
+	}
+	if (rc == 0) {
+		st = s->st[ST_SWEEP_QIDEM];
 		sqlite3_bind_int64(st, 1, now - (int64_t)s->cfg.idem_window_ms);
 		rc = step_done(st);
 	}
@@ -581,19 +768,85 @@ int store_open(struct store **out, const struct store_config *cfg, char *why, si
 	hmap_init(&s->chans);
 	s->last_sweep_ms = now_ms(s);
 
+	hmap_init(&s->queues);
 	int rc = open_db(s, why, why_len);
-	if (rc == 0 && pthread_create(&s->thread, NULL, store_main, s) != 0) {
-		snprintf(why, why_len, "cannot start the store thread");
-		rc = TERN_EINTERNAL;
-	}
 	if (rc != 0) {
 		close_db(s);
 		store_free(s);
 		return rc;
 	}
-	s->thread_started = true;
 	*out = s;
 	return 0;
+}
+
+int store_start(struct store *s)
+{
+	if (pthread_create(&s->thread, NULL, store_main, s) != 0)
+		return TERN_EINTERNAL;
+	s->thread_started = true;
+	return 0;
+}
+
+static int load_queue_rows(struct store *s, const struct store_load_ops *ops, void *arg)
+{
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(s->db, "SELECT id, name, last_qseq, configured, ack_timeout_ms,"
+				    " max_attempts, dead_letter, bind FROM queues", -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return map_sqlite(rc);
+	int cb = 0;
+	while (cb == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *name = (const char *)sqlite3_column_text(st, 1);
+		size_t len = (size_t)sqlite3_column_bytes(st, 1);
+		struct store_qconfig qc = {
+			.ack_timeout_ms = (uint64_t)sqlite3_column_int64(st, 4),
+			.max_attempts = (uint32_t)sqlite3_column_int64(st, 5),
+			.dead_letter = (const char *)sqlite3_column_text(st, 6),
+			.bind = (const char *)sqlite3_column_text(st, 7),
+		};
+		if (!queue_add(s, name, len, sqlite3_column_int64(st, 0),
+			       (uint64_t)sqlite3_column_int64(st, 2), true))
+			cb = TERN_EINTERNAL;
+		else
+			cb = ops->queue(arg, name, len, &qc, sqlite3_column_int(st, 3) != 0);
+	}
+	sqlite3_finalize(st);
+	return cb ? cb : rc == SQLITE_DONE ? 0 : map_sqlite(rc);
+}
+
+int store_load_queues(struct store *s, const struct store_load_ops *ops, void *arg)
+{
+	int cb = load_queue_rows(s, ops, arg);
+	if (cb != 0)
+		return cb;
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(s->db, "SELECT q.name, m.qseq, m.id, m.chan, m.name, m.data,"
+				    " m.enc, m.ts, m.attempt FROM qmsgs m JOIN queues q ON"
+				    " q.id = m.queue_id ORDER BY m.queue_id, m.qseq", -1, &st, NULL);
+	if (rc != SQLITE_OK)
+		return map_sqlite(rc);
+	while (cb == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *q = (const char *)sqlite3_column_text(st, 0);
+		size_t qlen = (size_t)sqlite3_column_bytes(st, 0);
+		const char *chan = (const char *)sqlite3_column_text(st, 3);
+		size_t clen = (size_t)sqlite3_column_bytes(st, 3);
+		const char *name = (const char *)sqlite3_column_text(st, 4);
+		struct tern_msg *m = msg_new(chan ? chan : q, chan ? clen : qlen, name,
+					     (size_t)sqlite3_column_bytes(st, 4),
+					     sqlite3_column_blob(st, 5),
+					     (size_t)sqlite3_column_bytes(st, 5),
+					     sqlite3_column_int(st, 6));
+		if (!m) {
+			cb = TERN_EINTERNAL;
+			break;
+		}
+		snprintf(m->id, sizeof(m->id), "%s", (const char *)sqlite3_column_text(st, 2));
+		m->ts_ms = sqlite3_column_int64(st, 7);
+		cb = ops->qmsg(arg, q, qlen, (uint64_t)sqlite3_column_int64(st, 1), m, chan != NULL,
+			       (uint32_t)sqlite3_column_int64(st, 8));
+	}
+	sqlite3_finalize(st);
+	return cb ? cb : rc == SQLITE_DONE ? 0 : map_sqlite(rc);
 }
 
 int store_submit(struct store *s, struct store_op *op)
@@ -671,6 +924,12 @@ void store_free(struct store *s)
 		free(container_of(n, struct schan, node));
 	}
 	hmap_destroy(&s->chans);
+	b = 0;
+	while ((n = hmap_next(&s->queues, &b, NULL)) != NULL) {
+		hmap_del(&s->queues, n);
+		free(container_of(n, struct schan, node));
+	}
+	hmap_destroy(&s->queues);
 	free(s->touched);
 	pthread_cond_destroy(&s->cond);
 	pthread_mutex_destroy(&s->mu);

@@ -36,6 +36,20 @@ enum store_op_kind {
 	STORE_OP_PUBLISH,
 	STORE_OP_HISTORY,
 	STORE_OP_SWEEP,
+	STORE_OP_ENQUEUE,  /* queue, msg, idem -> qseq (or dup) */
+	STORE_OP_QDELETE,  /* queue, qseq: acked */
+	STORE_OP_QMOVE,	   /* src_queue, src_qseq -> queue (dead letter): new qseq */
+	STORE_OP_QATTEMPT, /* queue, qseq, attempt: a failed delivery recorded */
+	STORE_OP_QCONFIG,  /* queue, qcfg */
+};
+
+/* A queue's settings as stored. dead_letter "" = the default ({q}.dlq);
+ * bind holds patterns separated by '\n' (names hold no whitespace). */
+struct store_qconfig {
+	uint64_t ack_timeout_ms;
+	uint32_t max_attempts;
+	const char *dead_letter;
+	const char *bind;
 };
 
 struct store_op {
@@ -66,6 +80,31 @@ struct store_op {
 	bool backwards;
 	struct tern_msg **msgs;
 	size_t nmsgs;
+
+	/* Queue ops. For STORE_OP_PUBLISH, copies[0..ncopies) name the queues
+	 * bound to the channel; each gets a copy in the same transaction and
+	 * copy_qseqs[i] its qseq (no copy is made for an idempotent repeat). */
+	const char *queue;
+	size_t queue_len;
+	const char *src_queue;
+	size_t src_queue_len;
+	uint64_t qseq, src_qseq;
+	uint32_t attempt;
+	bool from_channel; /* QMOVE: msg is a binding's copy (keeps its channel) */
+	struct store_qconfig qcfg;
+	const char *const *copies;
+	const size_t *copy_lens;
+	uint64_t *copy_qseqs;
+	size_t ncopies;
+};
+
+/* What store_load_queues reports: each queue once, then its messages in
+ * qseq order (msg has one reference for the callee). */
+struct store_load_ops {
+	int (*queue)(void *arg, const char *name, size_t len, const struct store_qconfig *cfg,
+		     bool configured);
+	int (*qmsg)(void *arg, const char *queue, size_t qlen, uint64_t qseq, struct tern_msg *msg,
+		    bool from_channel, uint32_t attempt);
 };
 
 struct store_stats {
@@ -76,10 +115,18 @@ struct store_stats {
 };
 extern const double store_commit_buckets_s[12]; /* last one is +Inf */
 
-/* Opens (creating if needed) DIR/tern.db, loads channel state and starts the
- * thread. On failure returns a Tern error and sets *why to one line (static or
- * in why_buf). */
+/* Opens (creating if needed) DIR/tern.db and loads channel state; the thread
+ * is not running yet. On failure returns a Tern error with one line in why_buf
+ * (the store is then freed). */
 int store_open(struct store **out, const struct store_config *cfg, char *why_buf, size_t why_len);
+
+/* Before store_start only: reports every queue and its messages through ops,
+ * on the calling thread. Returns 0 or the first non-zero a callback returned
+ * (or a Tern error). */
+int store_load_queues(struct store *s, const struct store_load_ops *ops, void *arg);
+
+/* Starts the store thread. Returns 0 or TERN_EINTERNAL. */
+int store_start(struct store *s);
 
 /* Queues op for the thread. Returns 0 (op's done will run from store_poll), or
  * TERN_EUNAVAIL when the store is closing or its queue is over the bound (done

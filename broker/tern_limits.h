@@ -63,6 +63,27 @@
  * cache; a single larger frame is written on its own. */
 #define TERN_EDGE_WRITE_BATCH_BYTES (64 * 1024)
 
+/* Queues (contract defaults: ack timeout 30 s, 5 attempts, prefetch 10, 1-1000). */
+#define TERN_QUEUE_ACK_TIMEOUT_MS_DEFAULT 30000
+#define TERN_QUEUE_ACK_TIMEOUT_MS_MIN 100
+#define TERN_QUEUE_ACK_TIMEOUT_MS_MAX 3600000
+#define TERN_QUEUE_ATTEMPTS_DEFAULT 5
+#define TERN_QUEUE_ATTEMPTS_MAX 1000
+#define TERN_QUEUE_PREFETCH_DEFAULT 10
+#define TERN_QUEUE_PREFETCH_MAX 1000
+#define TERN_QUEUE_PULL_MAX 1000
+#define TERN_QUEUE_PULL_WAIT_MS_MAX 30000
+/* Ready + unacked messages per queue; every message of a queue is held in
+ * memory, so this bounds memory too. Beyond it enqueue gets 42900. */
+#define TERN_QUEUE_DEPTH_DEFAULT 100000
+#define TERN_QUEUE_DEPTH_MAX 10000000
+/* Patterns one queue may bind; a publish checks every bound queue. */
+#define TERN_QUEUE_BINDS_MAX 64
+/* Queues one publish may copy into (all bindings that match). */
+#define TERN_QUEUE_COPIES_MAX 256
+/* How often ack timeouts and pull waits are checked: the resolution of both. */
+#define TERN_QUEUE_TICK_MS 50
+
 /* Heartbeat (contract default 15 s). */
 #define TERN_HEARTBEAT_MS_DEFAULT 15000
 #define TERN_HEARTBEAT_MS_MIN 100

@@ -1,0 +1,1025 @@
+/* Direct queues: durable FIFO work distribution with acks, redelivery and
+ * dead letters, and channel bindings that copy publishes into queues.
+ *
+ * Every message of a queue is in memory (the depth limit bounds it) and in
+ * SQLite; memory changes only after the store committed what makes them
+ * durable (an enqueue, a dead-letter move). Acks and attempt counts are
+ * written behind, batched by the store: after a crash a message acked just
+ * before may come once more, and attempt may undercount (as the contract
+ * allows). Time comes from cfg.now_ms, so timeouts are testable. */
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker_internal.h"
+#include "names.h"
+#include "tern_err.h"
+#include "tern_limits.h"
+
+struct qmsg {
+	struct list link; /* in queue->ready, or unlinked while delivered */
+	uint64_t qseq;
+	struct tern_msg *msg;
+	bool from_channel;
+	uint32_t attempt; /* deliveries so far */
+};
+
+struct queue {
+	struct hmap_node node;
+	struct broker *b;
+	struct list ready;	/* struct qmsg, head first */
+	struct list inflight;	/* struct delivery by deadline */
+	struct list consumers;	/* struct broker_consumer */
+	struct list waiters;	/* struct broker_pull waiting for work */
+	struct list bound_link; /* in b->bound_queues when it has patterns */
+	struct list dispatch_link; /* in b->dispatch_pending */
+	struct list *rr;	/* round-robin cursor into consumers */
+	uint64_t nready, nunacked, nconsumers, pending; /* pending: enqueues not committed */
+	uint64_t delivered, redelivered, dead_lettered;
+	uint64_t ack_timeout_ms;
+	uint32_t max_attempts;
+	char *dead_letter; /* NULL: "{name}.dlq" */
+	char **bind;
+	size_t nbind;
+	char dlq_default[TERN_NAME_MAX_BYTES + 1];
+	char name[];
+};
+
+struct delivery {
+	struct hmap_node node; /* in b->deliveries */
+	struct list tlink;     /* in queue->inflight */
+	struct list clink;     /* in consumer->deliveries (if any) */
+	struct queue *q;
+	struct qmsg *m;
+	struct broker_consumer *c;
+	int64_t deadline_ms;
+	char id[40];
+};
+
+struct broker_consumer {
+	struct list link;
+	struct queue *q;
+	uint32_t prefetch, inflight;
+	broker_deliver_fn fn;
+	void *arg;
+	struct list deliveries;
+};
+
+struct broker_pull {
+	struct list link; /* in queue->waiters or b->ready_pulls */
+	struct queue *q;
+	uint32_t max;
+	int64_t deadline_ms;
+	broker_pull_cb cb;
+	void *arg;
+	struct delivery **got;
+	size_t ngot;
+	bool answered;
+};
+
+struct enq_op {
+	struct store_op op;
+	struct queue *q;
+	broker_pub_cb cb;
+	void *arg;
+	char idem[TERN_IDEM_KEY_MAX_BYTES];
+};
+
+struct move_op {
+	struct store_op op;
+	struct queue *to;
+	char src[];
+};
+
+struct conf_op {
+	struct store_op op;
+	void (*cb)(void *arg, int err);
+	void *arg;
+	char *bind_text;
+};
+
+static void dispatch(struct queue *q);
+
+/* Dispatch that an API call makes possible runs from the next broker_poll,
+ * so no consumer callback runs inside the call (ack, consume, ...). */
+static void schedule_dispatch(struct queue *q)
+{
+	if (list_linked(&q->dispatch_link))
+		return;
+	list_insert_tail(&q->b->dispatch_pending, &q->dispatch_link);
+	q->b->cfg.notify(q->b->cfg.notify_arg);
+}
+
+/* --- queues --- */
+
+static void set_dlq_default(struct queue *q)
+{
+	size_t len = q->node.klen;
+	/* A dead-letter queue dead-letters into its own tail: nothing is lost
+	 * and "{q}.dlq.dlq" chains cannot outgrow the name limit. */
+	if (len >= 4 && memcmp(q->name + len - 4, ".dlq", 4) == 0)
+		snprintf(q->dlq_default, sizeof(q->dlq_default), "%s", q->name);
+	else
+		snprintf(q->dlq_default, sizeof(q->dlq_default), "%s.dlq", q->name);
+}
+
+static struct queue *queue_get(struct broker *b, const char *name, size_t len, bool create)
+{
+	struct hmap_node *n = hmap_get(&b->queues, name, len);
+	if (n || !create)
+		return n ? container_of(n, struct queue, node) : NULL;
+	struct queue *q = calloc(1, sizeof(*q) + len + 1);
+	if (!q)
+		return NULL;
+	memcpy(q->name, name, len);
+	q->b = b;
+	list_init(&q->ready);
+	list_init(&q->inflight);
+	list_init(&q->consumers);
+	list_init(&q->waiters);
+	list_init(&q->bound_link);
+	list_init(&q->dispatch_link);
+	q->rr = &q->consumers;
+	q->ack_timeout_ms = TERN_QUEUE_ACK_TIMEOUT_MS_DEFAULT;
+	q->max_attempts = TERN_QUEUE_ATTEMPTS_DEFAULT;
+	if (hmap_put(&b->queues, &q->node, q->name, len) != 0) {
+		free(q);
+		return NULL;
+	}
+	set_dlq_default(q);
+	/* Its dead-letter queue exists (in memory) from the start, so failing a
+	 * delivery never has to create a queue (broker_tick walks the map). */
+	if (strcmp(q->dlq_default, q->name) != 0 &&
+	    !queue_get(b, q->dlq_default, strlen(q->dlq_default), true)) {
+		hmap_del(&b->queues, &q->node);
+		free(q);
+		return NULL;
+	}
+	return q;
+}
+
+static const char *dlq_name(const struct queue *q)
+{
+	return q->dead_letter ? q->dead_letter : q->dlq_default;
+}
+
+static uint64_t depth(const struct queue *q) { return q->nready + q->nunacked + q->pending; }
+
+static uint64_t max_depth(const struct broker *b)
+{
+	return b->cfg.queue_max_depth ? b->cfg.queue_max_depth : TERN_QUEUE_DEPTH_DEFAULT;
+}
+
+static void qmsg_free(struct qmsg *m)
+{
+	msg_unref(m->msg);
+	free(m);
+}
+
+static struct qmsg *qmsg_new(struct tern_msg *msg, uint64_t qseq, bool from_channel,
+			     uint32_t attempt)
+{
+	struct qmsg *m = calloc(1, sizeof(*m));
+	if (!m)
+		return NULL;
+	m->msg = msg_ref(msg);
+	m->qseq = qseq;
+	m->from_channel = from_channel;
+	m->attempt = attempt;
+	return m;
+}
+
+static void ready_push(struct queue *q, struct qmsg *m, bool head)
+{
+	if (head) {
+		m->link.next = q->ready.next;
+		m->link.prev = &q->ready;
+		q->ready.next->prev = &m->link;
+		q->ready.next = &m->link;
+	} else {
+		list_insert_tail(&q->ready, &m->link);
+	}
+	q->nready++;
+}
+
+/* --- store ops issued by the engine (write-behind, no callback needed) --- */
+
+static void free_op_done(struct store_op *op)
+{
+	msg_unref(op->msg);
+	free(op);
+}
+
+static void submit_simple(struct queue *q, enum store_op_kind kind, uint64_t qseq,
+			  uint32_t attempt)
+{
+	struct store_op *op = calloc(1, sizeof(*op));
+	if (!op)
+		return; /* the row stays: after a restart it is delivered again */
+	op->kind = kind;
+	op->done = free_op_done;
+	op->queue = q->name;
+	op->queue_len = q->node.klen;
+	op->qseq = qseq;
+	op->attempt = attempt;
+	if (store_submit(q->b->store, op) != 0)
+		free(op);
+}
+
+static void move_done(struct store_op *op)
+{
+	struct move_op *mo = container_of(op, struct move_op, op);
+	struct queue *to = mo->to;
+	to->pending--;
+	if (op->err == 0) {
+		struct qmsg *m = qmsg_new(op->msg, op->qseq, op->from_channel, 0);
+		if (m) {
+			ready_push(to, m, false);
+			dispatch(to);
+		}
+	}
+	msg_unref(op->msg);
+	free(mo);
+}
+
+/* Moves m (already out of every list) to q's dead-letter queue. */
+static void dead_letter(struct queue *q, struct qmsg *m)
+{
+	const char *name = dlq_name(q);
+	struct queue *to = queue_get(q->b, name, strlen(name), false);
+	struct move_op *mo = calloc(1, sizeof(*mo) + q->node.klen + 1);
+	q->dead_lettered++;
+	if (!to || !mo) {
+		free(mo);
+		ready_push(q, m, false); /* keep it rather than lose it */
+		return;
+	}
+	memcpy(mo->src, q->name, q->node.klen);
+	mo->to = to;
+	mo->op.kind = STORE_OP_QMOVE;
+	mo->op.done = move_done;
+	mo->op.msg = msg_ref(m->msg);
+	mo->op.from_channel = m->from_channel;
+	mo->op.src_queue = mo->src;
+	mo->op.src_queue_len = q->node.klen;
+	mo->op.src_qseq = m->qseq;
+	mo->op.queue = to->name;
+	mo->op.queue_len = to->node.klen;
+	to->pending++;
+	if (store_submit(q->b->store, &mo->op) != 0) {
+		to->pending--;
+		msg_unref(mo->op.msg);
+		free(mo);
+		ready_push(q, m, false);
+		return;
+	}
+	qmsg_free(m);
+}
+
+/* --- deliveries --- */
+
+static void delivery_unlink(struct delivery *d)
+{
+	struct queue *q = d->q;
+	hmap_del(&q->b->deliveries, &d->node);
+	list_remove(&d->tlink);
+	if (d->c) {
+		list_remove(&d->clink);
+		d->c->inflight--;
+	}
+	q->nunacked--;
+}
+
+/* A delivery failed (timeout, nack, consumer gone): back to the head, or to
+ * dead letters when it was attempt number max_attempts or requeue is false. */
+static void delivery_fail(struct delivery *d, bool requeue)
+{
+	struct queue *q = d->q;
+	struct qmsg *m = d->m;
+	delivery_unlink(d);
+	free(d);
+	if (!requeue || m->attempt >= q->max_attempts) {
+		dead_letter(q, m);
+		return;
+	}
+	submit_simple(q, STORE_OP_QATTEMPT, m->qseq, m->attempt);
+	ready_push(q, m, true);
+}
+
+static struct delivery *deliver_one(struct queue *q, struct broker_consumer *c)
+{
+	struct broker *b = q->b;
+	struct delivery *d = calloc(1, sizeof(*d));
+	if (!d)
+		return NULL;
+	struct qmsg *m = container_of(q->ready.next, struct qmsg, link);
+	list_remove(&m->link);
+	q->nready--;
+	m->attempt++;
+	q->delivered++;
+	if (m->attempt > 1)
+		q->redelivered++;
+	d->q = q;
+	d->m = m;
+	d->c = c;
+	d->deadline_ms = broker_now_ms(b) + (int64_t)q->ack_timeout_ms;
+	snprintf(d->id, sizeof(d->id), "%s.%llx", b->id_prefix,
+		 (unsigned long long)++b->delivery_counter);
+	hmap_put(&b->deliveries, &d->node, d->id, strlen(d->id));
+	/* Deadlines of one queue come in send order unless its timeout was
+	 * lowered: insert from the tail, usually in one step. */
+	struct list *pos = q->inflight.prev;
+	while (pos != &q->inflight &&
+	       container_of(pos, struct delivery, tlink)->deadline_ms > d->deadline_ms)
+		pos = pos->prev;
+	d->tlink.prev = pos;
+	d->tlink.next = pos->next;
+	pos->next->prev = &d->tlink;
+	pos->next = &d->tlink;
+	q->nunacked++;
+	if (c) {
+		list_insert_tail(&c->deliveries, &d->clink);
+		c->inflight++;
+	}
+	return d;
+}
+
+static void fill_view(const struct delivery *d, struct broker_delivery *v)
+{
+	v->queue = d->q->name;
+	v->queue_len = d->q->node.klen;
+	v->delivery_id = d->id;
+	v->msg = d->m->msg;
+	v->from_channel = d->m->from_channel;
+	v->attempt = d->m->attempt;
+}
+
+static void answer_pull(struct broker_pull *p)
+{
+	struct broker *b = p->q->b;
+	list_remove(&p->link);
+	list_insert_tail(&b->ready_pulls, &p->link);
+	p->answered = true;
+	b->cfg.notify(b->cfg.notify_arg); /* runs from broker_poll, never inline */
+}
+
+static struct broker_consumer *next_consumer(struct queue *q)
+{
+	struct list *start = q->rr, *pos = start;
+	do {
+		pos = pos->next;
+		if (pos == &q->consumers)
+			continue;
+		struct broker_consumer *c = container_of(pos, struct broker_consumer, link);
+		if (c->inflight < c->prefetch) {
+			q->rr = pos;
+			return c;
+		}
+	} while (pos != start);
+	return NULL;
+}
+
+/* Hands ready messages out: first to waiting pulls (oldest first), then
+ * round-robin to consumers with room under their prefetch. */
+static void dispatch(struct queue *q)
+{
+	while (!list_empty(&q->ready) && !list_empty(&q->waiters)) {
+		struct broker_pull *p = container_of(q->waiters.next, struct broker_pull, link);
+		while (!list_empty(&q->ready) && p->ngot < p->max) {
+			struct delivery *d = deliver_one(q, NULL);
+			if (!d)
+				return;
+			p->got[p->ngot++] = d;
+		}
+		answer_pull(p);
+	}
+	while (!list_empty(&q->ready)) {
+		struct broker_consumer *c = next_consumer(q);
+		if (!c)
+			return;
+		struct delivery *d = deliver_one(q, c);
+		if (!d)
+			return;
+		struct broker_delivery v;
+		fill_view(d, &v);
+		c->fn(c->arg, &v); /* may ack, cancel or consume again */
+	}
+}
+
+/* --- enqueue and binding copies --- */
+
+static void enq_done(struct store_op *op)
+{
+	struct enq_op *eo = container_of(op, struct enq_op, op);
+	struct queue *q = eo->q;
+	q->pending--;
+	if (op->err != 0) {
+		eo->cb(eo->arg, op->err, 0, NULL);
+	} else if (op->dup) {
+		eo->cb(eo->arg, 0, 0, op->dup_id);
+	} else {
+		struct qmsg *m = qmsg_new(op->msg, op->qseq, false, 0);
+		if (m)
+			ready_push(q, m, false);
+		eo->cb(eo->arg, 0, 0, op->msg->id);
+		dispatch(q);
+	}
+	msg_unref(op->msg);
+	free(eo);
+}
+
+int broker_enqueue(struct broker *b, const struct broker_enq *e, broker_pub_cb cb, void *arg,
+		   const char **why)
+{
+	const char *dummy;
+	if (!why)
+		why = &dummy;
+	int rc = names_check_queue(e->queue, e->queue_len, why);
+	if (rc != 0)
+		return rc;
+	if (e->data_len > b->cfg.max_message_bytes) {
+		*why = "message data is larger than the limit";
+		return TERN_ETOOLARGE;
+	}
+	if (e->idem_key && (e->idem_len == 0 || e->idem_len > TERN_IDEM_KEY_MAX_BYTES)) {
+		*why = "idempotency_key must be 1-128 bytes";
+		return TERN_EBADREQ;
+	}
+	if (b->closing) {
+		*why = "shutting down";
+		return TERN_EUNAVAIL;
+	}
+	struct queue *q = queue_get(b, e->queue, e->queue_len, true);
+	if (q && depth(q) >= max_depth(b)) {
+		*why = "the queue is full";
+		return TERN_ERATELIMIT;
+	}
+	struct enq_op *eo = calloc(1, sizeof(*eo));
+	struct tern_msg *m = msg_new(e->queue, e->queue_len, NULL, 0, e->data, e->data_len, e->enc);
+	if (!q || !eo || !m) {
+		free(eo);
+		msg_unref(m);
+		*why = "out of memory";
+		return TERN_EUNAVAIL;
+	}
+	m->ts_ms = broker_now_ms(b);
+	snprintf(m->id, sizeof(m->id), "%s-%llx", b->id_prefix, (unsigned long long)++b->id_counter);
+	eo->op.kind = STORE_OP_ENQUEUE;
+	eo->op.done = enq_done;
+	eo->op.msg = m;
+	eo->op.queue = q->name;
+	eo->op.queue_len = q->node.klen;
+	if (e->idem_key) {
+		memcpy(eo->idem, e->idem_key, e->idem_len);
+		eo->op.idem_key = eo->idem;
+		eo->op.idem_len = e->idem_len;
+	}
+	eo->q = q;
+	eo->cb = cb;
+	eo->arg = arg;
+	q->pending++;
+	rc = store_submit(b->store, &eo->op);
+	if (rc != 0) {
+		q->pending--;
+		msg_unref(m);
+		free(eo);
+		*why = "the store is behind; retry";
+	}
+	return rc;
+}
+
+static bool pattern_match(const char *pat, const char *name, size_t len)
+{
+	size_t pl = strlen(pat);
+	if (pl > 0 && pat[pl - 1] == '*')
+		return len >= pl - 1 && memcmp(pat, name, pl - 1) == 0;
+	return pl == len && memcmp(pat, name, len) == 0;
+}
+
+int queues_bound_to(struct broker *b, const char *chan, size_t len, struct queue **targets,
+		    size_t max, size_t *n)
+{
+	struct list *pos;
+	*n = 0;
+	for (pos = b->bound_queues.next; pos != &b->bound_queues; pos = pos->next) {
+		struct queue *q = container_of(pos, struct queue, bound_link);
+		for (size_t i = 0; i < q->nbind; i++) {
+			if (!pattern_match(q->bind[i], chan, len))
+				continue;
+			if (depth(q) >= max_depth(b))
+				return TERN_ERATELIMIT;
+			if (*n < max)
+				targets[(*n)++] = q;
+			break;
+		}
+	}
+	for (size_t i = 0; i < *n; i++)
+		targets[i]->pending++;
+	return 0;
+}
+
+void queues_copies_committed(struct broker *b, struct queue **targets, const uint64_t *qseqs,
+			     size_t n, struct tern_msg *m)
+{
+	(void)b;
+	for (size_t i = 0; i < n; i++) {
+		struct queue *q = targets[i];
+		q->pending--;
+		if (m && qseqs[i]) {
+			struct qmsg *qm = qmsg_new(m, qseqs[i], true, 0);
+			if (qm)
+				ready_push(q, qm, false);
+			dispatch(q);
+		}
+	}
+}
+
+/* --- consumers --- */
+
+int broker_consume(struct broker *b, const char *queue, size_t len, uint32_t prefetch,
+		   broker_deliver_fn fn, void *arg, struct broker_consumer **out)
+{
+	int rc = names_check_queue(queue, len, NULL);
+	if (rc != 0)
+		return rc;
+	if (prefetch == 0 || prefetch > TERN_QUEUE_PREFETCH_MAX)
+		return TERN_EBADREQ;
+	struct queue *q = queue_get(b, queue, len, true);
+	struct broker_consumer *c = q ? calloc(1, sizeof(*c)) : NULL;
+	if (!c)
+		return TERN_EUNAVAIL;
+	c->q = q;
+	c->prefetch = prefetch;
+	c->fn = fn;
+	c->arg = arg;
+	list_init(&c->deliveries);
+	list_insert_tail(&q->consumers, &c->link);
+	q->nconsumers++;
+	*out = c;
+	schedule_dispatch(q);
+	return 0;
+}
+
+int broker_consumer_set_prefetch(struct broker_consumer *c, uint32_t prefetch)
+{
+	if (prefetch == 0 || prefetch > TERN_QUEUE_PREFETCH_MAX)
+		return TERN_EBADREQ;
+	c->prefetch = prefetch;
+	schedule_dispatch(c->q);
+	return 0;
+}
+
+void broker_consumer_cancel(struct broker_consumer *c)
+{
+	struct queue *q = c->q;
+	if (q->rr == &c->link)
+		q->rr = c->link.prev;
+	list_remove(&c->link);
+	q->nconsumers--;
+	while (!list_empty(&c->deliveries)) {
+		struct delivery *d = container_of(c->deliveries.next, struct delivery, clink);
+		delivery_fail(d, true);
+	}
+	free(c);
+	schedule_dispatch(q);
+}
+
+/* --- settling --- */
+
+static struct delivery *find_delivery(struct broker *b, const char *queue, size_t qlen,
+				      const char *id, size_t idlen)
+{
+	struct hmap_node *n = hmap_get(&b->deliveries, id, idlen);
+	if (!n)
+		return NULL;
+	struct delivery *d = container_of(n, struct delivery, node);
+	if (d->q->node.klen != qlen || memcmp(d->q->name, queue, qlen) != 0)
+		return NULL;
+	return d;
+}
+
+int broker_ack(struct broker *b, const char *queue, size_t qlen, const char *id, size_t idlen)
+{
+	struct delivery *d = find_delivery(b, queue, qlen, id, idlen);
+	if (!d)
+		return TERN_ENOTFOUND;
+	struct queue *q = d->q;
+	struct qmsg *m = d->m;
+	delivery_unlink(d);
+	free(d);
+	submit_simple(q, STORE_OP_QDELETE, m->qseq, 0);
+	qmsg_free(m);
+	schedule_dispatch(q);
+	return 0;
+}
+
+int broker_nack(struct broker *b, const char *queue, size_t qlen, const char *id, size_t idlen,
+		bool requeue)
+{
+	struct delivery *d = find_delivery(b, queue, qlen, id, idlen);
+	if (!d)
+		return TERN_ENOTFOUND;
+	struct queue *q = d->q;
+	delivery_fail(d, requeue);
+	schedule_dispatch(q);
+	return 0;
+}
+
+/* --- pulls --- */
+
+int broker_pull(struct broker *b, const char *queue, size_t len, uint32_t max, uint64_t wait_ms,
+		broker_pull_cb cb, void *arg, struct broker_pull **out)
+{
+	int rc = names_check_queue(queue, len, NULL);
+	if (rc != 0)
+		return rc;
+	if (max == 0 || max > TERN_QUEUE_PULL_MAX || wait_ms > TERN_QUEUE_PULL_WAIT_MS_MAX)
+		return TERN_EBADREQ;
+	struct queue *q = queue_get(b, queue, len, true);
+	struct broker_pull *p = q ? calloc(1, sizeof(*p)) : NULL;
+	if (p)
+		p->got = calloc(max, sizeof(*p->got));
+	if (!p || !p->got) {
+		if (p)
+			free(p);
+		return TERN_EUNAVAIL;
+	}
+	p->q = q;
+	p->max = max;
+	p->deadline_ms = broker_now_ms(b) + (int64_t)wait_ms;
+	p->cb = cb;
+	p->arg = arg;
+	list_insert_tail(&q->waiters, &p->link);
+	if (!list_empty(&q->ready) || wait_ms == 0)
+		schedule_dispatch(q); /* answers it (empty when wait_ms is 0) */
+	*out = p;
+	return 0;
+}
+
+void broker_pull_cancel(struct broker_pull *p)
+{
+	list_remove(&p->link);
+	for (size_t i = 0; i < p->ngot; i++)
+		delivery_fail(p->got[i], true);
+	free(p->got);
+	free(p);
+}
+
+static void run_pull(struct broker_pull *p)
+{
+	struct broker_delivery views[64] = {0}, *v = views;
+	if (p->ngot > 64 && !(v = calloc(p->ngot, sizeof(*v)))) {
+		p->cb(p->arg, TERN_EUNAVAIL, NULL, 0);
+		for (size_t i = 0; i < p->ngot; i++)
+			delivery_fail(p->got[i], true);
+	} else {
+		for (size_t i = 0; i < p->ngot; i++)
+			fill_view(p->got[i], &v[i]);
+		p->cb(p->arg, 0, v, p->ngot);
+		if (v != views)
+			free(v);
+	}
+	free(p->got);
+	free(p);
+}
+
+void queues_poll(struct broker *b)
+{
+	while (!list_empty(&b->dispatch_pending)) {
+		struct queue *q = container_of(b->dispatch_pending.next, struct queue, dispatch_link);
+		list_remove(&q->dispatch_link);
+		list_init(&q->dispatch_link);
+		dispatch(q);
+		/* A pull with nothing to wait for answers now, even empty. */
+		struct list *pos, *tmp;
+		list_foreach_safe(pos, tmp, &q->waiters) {
+			struct broker_pull *p = container_of(pos, struct broker_pull, link);
+			if (p->deadline_ms <= broker_now_ms(b))
+				answer_pull(p);
+		}
+	}
+	while (!list_empty(&b->ready_pulls)) {
+		struct broker_pull *p = container_of(b->ready_pulls.next, struct broker_pull, link);
+		list_remove(&p->link);
+		run_pull(p);
+	}
+}
+
+void broker_tick(struct broker *b)
+{
+	int64_t now = broker_now_ms(b);
+	size_t bucket = 0;
+	struct hmap_node *n = NULL;
+	while ((n = hmap_next(&b->queues, &bucket, n)) != NULL) {
+		struct queue *q = container_of(n, struct queue, node);
+		bool failed = false;
+		while (!list_empty(&q->inflight)) {
+			struct delivery *d = container_of(q->inflight.next, struct delivery, tlink);
+			if (d->deadline_ms > now)
+				break;
+			delivery_fail(d, true);
+			failed = true;
+		}
+		struct list *pos, *tmp;
+		list_foreach_safe(pos, tmp, &q->waiters) {
+			struct broker_pull *p = container_of(pos, struct broker_pull, link);
+			if (p->deadline_ms <= now)
+				answer_pull(p);
+		}
+		if (failed)
+			schedule_dispatch(q);
+	}
+}
+
+/* --- settings --- */
+
+static void set_bind(struct broker *b, struct queue *q, char **bind, size_t n)
+{
+	for (size_t i = 0; i < q->nbind; i++)
+		free(q->bind[i]);
+	free(q->bind);
+	q->bind = bind;
+	q->nbind = n;
+	if (list_linked(&q->bound_link))
+		list_remove(&q->bound_link);
+	list_init(&q->bound_link);
+	if (n)
+		list_insert_tail(&b->bound_queues, &q->bound_link);
+}
+
+static int check_pattern(const char *p, size_t len, const char **why)
+{
+	if (len == 0 || len > TERN_NAME_MAX_BYTES) {
+		*why = "a bind pattern must be 1-255 bytes";
+		return TERN_EBADREQ;
+	}
+	const char *star = memchr(p, '*', len);
+	if (star && star != p + len - 1) {
+		*why = "'*' may only end a bind pattern";
+		return TERN_EBADREQ;
+	}
+	if (len == 1 && star)
+		return 0; /* "*": every channel */
+	if (names_check_channel(p, star ? len - 1 : len, why) != 0) {
+		*why = "a bind pattern must be a valid channel name, optionally ending in '*'";
+		return TERN_EBADREQ;
+	}
+	return 0;
+}
+
+static int check_conf(const struct broker_qconf *c, const char **why)
+{
+	if (c->has_ack_timeout && (c->ack_timeout_ms < TERN_QUEUE_ACK_TIMEOUT_MS_MIN ||
+				   c->ack_timeout_ms > TERN_QUEUE_ACK_TIMEOUT_MS_MAX)) {
+		*why = "ack_timeout_ms must be 100-3600000";
+		return TERN_EBADREQ;
+	}
+	if (c->has_max_attempts && (c->max_attempts < 1 || c->max_attempts > TERN_QUEUE_ATTEMPTS_MAX)) {
+		*why = "max_attempts must be 1-1000";
+		return TERN_EBADREQ;
+	}
+	if (c->has_dead_letter && names_check_queue(c->dead_letter, c->dead_letter_len, why) != 0) {
+		*why = "dead_letter must be a valid queue name";
+		return TERN_EBADREQ;
+	}
+	if (c->has_bind && c->nbind > TERN_QUEUE_BINDS_MAX) {
+		*why = "at most 64 bind patterns";
+		return TERN_EBADREQ;
+	}
+	for (size_t i = 0; c->has_bind && i < c->nbind; i++)
+		if (check_pattern(c->bind[i], c->bind_lens[i], why) != 0)
+			return TERN_EBADREQ;
+	return 0;
+}
+
+static int apply_conf(struct broker *b, struct queue *q, const struct broker_qconf *c)
+{
+	char **bind = NULL;
+	char *dl = NULL;
+	if (c->has_bind && c->nbind) {
+		if (!(bind = calloc(c->nbind, sizeof(*bind))))
+			return TERN_EUNAVAIL;
+		for (size_t i = 0; i < c->nbind; i++)
+			if (!(bind[i] = strndup(c->bind[i], c->bind_lens[i])))
+				goto out_nomem;
+	}
+	if (c->has_dead_letter) {
+		if (!(dl = strndup(c->dead_letter, c->dead_letter_len)) ||
+		    !queue_get(b, dl, c->dead_letter_len, true))
+			goto out_nomem;
+	}
+	if (c->has_ack_timeout)
+		q->ack_timeout_ms = c->ack_timeout_ms;
+	if (c->has_max_attempts)
+		q->max_attempts = c->max_attempts;
+	if (c->has_dead_letter) {
+		free(q->dead_letter);
+		q->dead_letter = strcmp(dl, q->dlq_default) == 0 ? (free(dl), NULL) : dl;
+	}
+	if (c->has_bind)
+		set_bind(b, q, bind, c->nbind);
+	return 0;
+
+out_nomem:
+	for (size_t i = 0; bind && i < c->nbind; i++)
+		free(bind[i]);
+	free(bind);
+	free(dl);
+	return TERN_EUNAVAIL;
+}
+
+static void conf_done(struct store_op *op)
+{
+	struct conf_op *co = container_of(op, struct conf_op, op);
+	if (co->cb)
+		co->cb(co->arg, op->err);
+	free(co->bind_text);
+	free(co);
+}
+
+static char *join_bind(const struct queue *q)
+{
+	size_t len = 1;
+	for (size_t i = 0; i < q->nbind; i++)
+		len += strlen(q->bind[i]) + 1;
+	char *t = malloc(len), *p = t;
+	if (!t)
+		return NULL;
+	for (size_t i = 0; i < q->nbind; i++)
+		p += sprintf(p, "%s%s", i ? "\n" : "", q->bind[i]);
+	*p = 0;
+	return t;
+}
+
+int broker_queue_configure(struct broker *b, const char *queue, size_t len,
+			   const struct broker_qconf *conf, void (*cb)(void *arg, int err),
+			   void *arg, const char **why)
+{
+	int rc = names_check_queue(queue, len, why);
+	if (rc != 0 || (rc = check_conf(conf, why)) != 0)
+		return rc;
+	struct queue *q = queue_get(b, queue, len, true);
+	struct conf_op *co = q ? calloc(1, sizeof(*co)) : NULL;
+	if (!co || (rc = apply_conf(b, q, conf)) != 0 || !(co->bind_text = join_bind(q))) {
+		free(co);
+		*why = "out of memory";
+		return TERN_EUNAVAIL;
+	}
+	co->op.kind = STORE_OP_QCONFIG;
+	co->op.done = conf_done;
+	co->op.queue = q->name;
+	co->op.queue_len = q->node.klen;
+	co->op.qcfg.ack_timeout_ms = q->ack_timeout_ms;
+	co->op.qcfg.max_attempts = q->max_attempts;
+	co->op.qcfg.dead_letter = q->dead_letter ? q->dead_letter : "";
+	co->op.qcfg.bind = co->bind_text;
+	co->cb = cb;
+	co->arg = arg;
+	rc = store_submit(b->store, &co->op);
+	if (rc != 0) {
+		free(co->bind_text);
+		free(co);
+		*why = "the store is behind; retry";
+	}
+	return rc;
+}
+
+static void fill_info(const struct queue *q, struct broker_qinfo *out)
+{
+	out->name = q->name;
+	out->name_len = q->node.klen;
+	out->ready = q->nready;
+	out->unacked = q->nunacked;
+	out->consumers = q->nconsumers;
+	out->delivered = q->delivered;
+	out->redelivered = q->redelivered;
+	out->dead_lettered = q->dead_lettered;
+	out->ack_timeout_ms = q->ack_timeout_ms;
+	out->max_attempts = q->max_attempts;
+	out->dead_letter = dlq_name(q);
+	out->bind = (const char *const *)q->bind;
+	out->nbind = q->nbind;
+}
+
+int broker_queue_info(struct broker *b, const char *queue, size_t len, struct broker_qinfo *out)
+{
+	int rc = names_check_queue(queue, len, NULL);
+	if (rc != 0)
+		return rc;
+	struct queue *q = queue_get(b, queue, len, false);
+	if (q) {
+		fill_info(q, out);
+		return 0;
+	}
+	/* Never used: defaults and zeros, without creating it. */
+	char *dlq = b->info_dlq;
+	memset(out, 0, sizeof(*out));
+	out->name = queue;
+	out->name_len = len;
+	out->ack_timeout_ms = TERN_QUEUE_ACK_TIMEOUT_MS_DEFAULT;
+	out->max_attempts = TERN_QUEUE_ATTEMPTS_DEFAULT;
+	if (len >= 4 && memcmp(queue + len - 4, ".dlq", 4) == 0)
+		snprintf(dlq, sizeof(b->info_dlq), "%.*s", (int)len, queue);
+	else
+		snprintf(dlq, sizeof(b->info_dlq), "%.*s.dlq", (int)len, queue);
+	out->dead_letter = dlq;
+	return 0;
+}
+
+void broker_queue_each(struct broker *b, void (*fn)(void *arg, const struct broker_qinfo *q),
+		       void *arg)
+{
+	size_t bucket = 0;
+	struct hmap_node *n = NULL;
+	while ((n = hmap_next(&b->queues, &bucket, n)) != NULL) {
+		struct broker_qinfo info;
+		fill_info(container_of(n, struct queue, node), &info);
+		fn(arg, &info);
+	}
+}
+
+/* --- loading and freeing --- */
+
+static int load_queue(void *arg, const char *name, size_t len, const struct store_qconfig *cfg,
+		      bool configured)
+{
+	struct broker *b = arg;
+	struct queue *q = queue_get(b, name, len, true);
+	if (!q)
+		return TERN_EINTERNAL;
+	if (!configured)
+		return 0;
+	const char *pats[TERN_QUEUE_BINDS_MAX];
+	size_t lens[TERN_QUEUE_BINDS_MAX], n = 0;
+	for (const char *p = cfg->bind; p && *p && n < TERN_QUEUE_BINDS_MAX;) {
+		const char *nl = strchr(p, '\n');
+		size_t l = nl ? (size_t)(nl - p) : strlen(p);
+		pats[n] = p;
+		lens[n++] = l;
+		p += l + (nl ? 1 : 0);
+	}
+	struct broker_qconf c = {
+		.has_ack_timeout = cfg->ack_timeout_ms != 0, .ack_timeout_ms = cfg->ack_timeout_ms,
+		.has_max_attempts = cfg->max_attempts != 0, .max_attempts = cfg->max_attempts,
+		.has_dead_letter = cfg->dead_letter && *cfg->dead_letter,
+		.dead_letter = cfg->dead_letter,
+		.dead_letter_len = cfg->dead_letter ? strlen(cfg->dead_letter) : 0,
+		.has_bind = true, .bind = pats, .bind_lens = lens, .nbind = n,
+	};
+	return apply_conf(b, q, &c);
+}
+
+static int load_qmsg(void *arg, const char *queue, size_t qlen, uint64_t qseq,
+		     struct tern_msg *msg, bool from_channel, uint32_t attempt)
+{
+	struct broker *b = arg;
+	struct queue *q = queue_get(b, queue, qlen, false);
+	struct qmsg *m = q ? qmsg_new(msg, qseq, from_channel, attempt) : NULL;
+	msg_unref(msg);
+	if (!m)
+		return TERN_EINTERNAL;
+	ready_push(q, m, false);
+	return 0;
+}
+
+int queues_load(struct broker *b, char *why, size_t why_len)
+{
+	static const struct store_load_ops ops = {.queue = load_queue, .qmsg = load_qmsg};
+	int rc = store_load_queues(b->store, &ops, b);
+	if (rc != 0)
+		snprintf(why, why_len, "cannot load queues from the data dir");
+	return rc;
+}
+
+void queues_free(struct broker *b)
+{
+	size_t bucket = 0;
+	struct hmap_node *n;
+	while ((n = hmap_next(&b->queues, &bucket, NULL)) != NULL) {
+		struct queue *q = container_of(n, struct queue, node);
+		assert(list_empty(&q->consumers) && list_empty(&q->waiters));
+		while (!list_empty(&q->inflight)) {
+			struct delivery *d = container_of(q->inflight.next, struct delivery, tlink);
+			struct qmsg *m = d->m;
+			delivery_unlink(d);
+			free(d);
+			qmsg_free(m);
+		}
+		while (!list_empty(&q->ready)) {
+			struct qmsg *m = container_of(q->ready.next, struct qmsg, link);
+			list_remove(&m->link);
+			qmsg_free(m);
+		}
+		set_bind(b, q, NULL, 0);
+		free(q->dead_letter);
+		hmap_del(&b->queues, n);
+		free(q);
+	}
+}
+
+const char *queue_name(const struct queue *q, size_t *len)
+{
+	*len = q->node.klen;
+	return q->name;
+}
