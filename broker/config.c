@@ -22,6 +22,7 @@ void config_defaults(struct tern_config *c)
 	c->rest_max_body_bytes = TERN_REST_BODY_BYTES_DEFAULT;
 	c->handshake_timeout_s = TERN_HANDSHAKE_TIMEOUT_S_DEFAULT;
 	c->store_sweep_interval_ms = 60000;
+	c->queue_max_depth = TERN_QUEUE_DEPTH_DEFAULT;
 	c->store_sync_full = true;
 }
 
@@ -42,6 +43,7 @@ static const struct num_key num_keys[] = {
 	NK(rest_max_body_bytes, 1024, TERN_REST_BODY_BYTES_MAX),
 	NK(handshake_timeout_s, TERN_HANDSHAKE_TIMEOUT_S_MIN, TERN_HANDSHAKE_TIMEOUT_S_MAX),
 	NK(store_sweep_interval_ms, 10, 3600000),
+	NK(queue_max_depth, 1, TERN_QUEUE_DEPTH_MAX),
 };
 
 static int set_str(char *dst, size_t cap, const char *key, const char *v, char *err, size_t errlen)

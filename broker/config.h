@@ -20,6 +20,7 @@ struct tern_config {
 	uint64_t rest_max_body_bytes;
 	uint64_t handshake_timeout_s;
 	uint64_t store_sweep_interval_ms;
+	uint64_t queue_max_depth;
 	bool store_sync_full;
 };
 

@@ -16,11 +16,13 @@
 #include "edge.h"
 #include "frame.h"
 #include "store.h"
+#include "tern_limits.h"
 
 struct dev {
 	uv_loop_t loop;
 	uv_async_t wake;
 	uv_signal_t sigterm, sigint;
+	uv_timer_t tick; /* queue ack timeouts and pull waits */
 	struct tern_config cfg;
 	struct broker *broker;
 	struct backend_local *bl;
@@ -35,6 +37,32 @@ static void on_wake(uv_async_t *a)
 }
 
 static void notify(void *arg) { uv_async_send(arg); }
+
+static void on_tick(uv_timer_t *t)
+{
+	struct dev *d = t->data;
+	broker_tick(d->broker);
+	broker_poll(d->broker);
+}
+
+static void queue_metric(struct fbuf *b, const char *name, const struct broker_qinfo *q,
+			 uint64_t v)
+{
+	fbuf_printf(b, "%s{queue=", name);
+	fbuf_put_jstr(b, q->name, q->name_len); /* a JSON string is a valid label value here */
+	fbuf_printf(b, "} %llu\n", (unsigned long long)v);
+}
+
+static void queue_metrics(void *arg, const struct broker_qinfo *q)
+{
+	struct fbuf *b = arg;
+	queue_metric(b, "tern_queue_ready", q, q->ready);
+	queue_metric(b, "tern_queue_unacked", q, q->unacked);
+	queue_metric(b, "tern_queue_consumers", q, q->consumers);
+	queue_metric(b, "tern_queue_delivered_total", q, q->delivered);
+	queue_metric(b, "tern_queue_redelivered_total", q, q->redelivered);
+	queue_metric(b, "tern_queue_dead_lettered_total", q, q->dead_lettered);
+}
 
 static void metrics_extra(void *arg, struct fbuf *b)
 {
@@ -69,11 +97,22 @@ static void metrics_extra(void *arg, struct fbuf *b)
 	fbuf_puts(b, "# HELP tern_publish_errors_total Publishes the store could not commit\n"
 		     "# TYPE tern_publish_errors_total counter\n");
 	fbuf_printf(b, "tern_publish_errors_total %llu\n", (unsigned long long)bs.publish_errors);
+	fbuf_puts(b, "# HELP tern_queue_ready Messages ready for delivery\n# TYPE tern_queue_ready gauge\n"
+		     "# HELP tern_queue_unacked Deliveries awaiting ack\n# TYPE tern_queue_unacked gauge\n"
+		     "# HELP tern_queue_consumers WebSocket consumers\n# TYPE tern_queue_consumers gauge\n"
+		     "# HELP tern_queue_delivered_total Deliveries made\n"
+		     "# TYPE tern_queue_delivered_total counter\n"
+		     "# HELP tern_queue_redelivered_total Deliveries with attempt > 1\n"
+		     "# TYPE tern_queue_redelivered_total counter\n"
+		     "# HELP tern_queue_dead_lettered_total Messages moved to dead letters\n"
+		     "# TYPE tern_queue_dead_lettered_total counter\n");
+	broker_queue_each(d->broker, queue_metrics, b);
 }
 
 static void on_edge_stopped(void *arg)
 {
 	struct dev *d = arg;
+	uv_close((uv_handle_t *)&d->tick, NULL);
 	backend_local_close(d->bl);
 	broker_close(d->broker); /* commits what is queued; answers every publisher */
 	d->broker = NULL;
@@ -163,6 +202,7 @@ int tern_dev_main(int argc, char **argv)
 		.sweep_interval_ms = d->cfg.store_sweep_interval_ms,
 		.notify = notify,
 		.notify_arg = &d->wake,
+		.queue_max_depth = d->cfg.queue_max_depth,
 	};
 	if (broker_open(&d->broker, &bc, why, sizeof(why)) != 0) {
 		fprintf(stderr, "tern: %s\n", why);
@@ -179,6 +219,9 @@ int tern_dev_main(int argc, char **argv)
 		rc = 1;
 		goto out_close_broker;
 	}
+	uv_timer_init(&d->loop, &d->tick);
+	d->tick.data = d;
+	uv_timer_start(&d->tick, on_tick, TERN_QUEUE_TICK_MS, TERN_QUEUE_TICK_MS);
 	uv_signal_init(&d->loop, &d->sigterm);
 	uv_signal_init(&d->loop, &d->sigint);
 	d->sigterm.data = d->sigint.data = d;

@@ -42,6 +42,28 @@ struct backend_ops {
 			    void *arg);
 	/* Whether the backend can serve now (the node link is up). */
 	bool (*ready)(void *be);
+
+	/* Queues: each as the broker call of the same name (broker.h), with
+	 * results through a callback where the broker answers synchronously. */
+	int (*enqueue)(void *be, const struct broker_enq *e, broker_pub_cb cb, void *arg,
+		       const char **why);
+	int (*consume)(void *be, const char *queue, size_t len, uint32_t prefetch,
+		       broker_deliver_fn fn, void *arg, struct broker_consumer **out);
+	int (*set_prefetch)(void *be, struct broker_consumer *c, uint32_t prefetch);
+	void (*cancel)(void *be, struct broker_consumer *c);
+	/* Settles one delivery: cb(arg, err) with 0 or TERN_ENOTFOUND. */
+	int (*settle)(void *be, const char *queue, size_t qlen, const char *id, size_t idlen,
+		      bool ack, bool requeue, void (*cb)(void *arg, int err), void *arg);
+	int (*pull)(void *be, const char *queue, size_t len, uint32_t max, uint64_t wait_ms,
+		    broker_pull_cb cb, void *arg, struct broker_pull **out);
+	void (*pull_cancel)(void *be, struct broker_pull *p);
+	int (*queue_configure)(void *be, const char *queue, size_t len,
+			       const struct broker_qconf *conf, void (*cb)(void *arg, int err),
+			       void *arg, const char **why);
+	/* Settings and counters: cb(arg, err, info), info valid during cb. */
+	int (*queue_info)(void *be, const char *queue, size_t len,
+			  void (*cb)(void *arg, int err, const struct broker_qinfo *info),
+			  void *arg);
 };
 
 #endif

@@ -2,6 +2,7 @@
 
 #include <assert.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "tern_err.h"
 #include "list.h"
@@ -158,6 +159,125 @@ static bool l_ready(void *be)
 	return true;
 }
 
+static int l_enqueue(void *be, const struct broker_enq *e, broker_pub_cb cb, void *arg,
+		     const char **why)
+{
+	struct backend_local *bl = be;
+	return broker_enqueue(bl->broker, e, cb, arg, why);
+}
+
+static int l_consume(void *be, const char *queue, size_t len, uint32_t prefetch,
+		     broker_deliver_fn fn, void *arg, struct broker_consumer **out)
+{
+	struct backend_local *bl = be;
+	return broker_consume(bl->broker, queue, len, prefetch, fn, arg, out);
+}
+
+static int l_set_prefetch(void *be, struct broker_consumer *c, uint32_t prefetch)
+{
+	(void)be;
+	return broker_consumer_set_prefetch(c, prefetch);
+}
+
+static void l_cancel(void *be, struct broker_consumer *c)
+{
+	(void)be;
+	broker_consumer_cancel(c);
+}
+
+struct err_call {
+	struct deferred d;
+	int err;
+	void (*cb)(void *arg, int err);
+	void *arg;
+};
+
+static void err_run(struct deferred *d)
+{
+	struct err_call *c = container_of(d, struct err_call, d);
+	c->cb(c->arg, c->err);
+	free(c);
+}
+
+/* Runs cb(arg, err) on the next loop turn. */
+static int defer_err(struct backend_local *bl, int err, void (*cb)(void *arg, int err), void *arg)
+{
+	struct err_call *c = calloc(1, sizeof(*c));
+	if (!c)
+		return TERN_EUNAVAIL;
+	c->err = err;
+	c->cb = cb;
+	c->arg = arg;
+	c->d.run = err_run;
+	defer(bl, &c->d);
+	return 0;
+}
+
+static int l_settle(void *be, const char *queue, size_t qlen, const char *id, size_t idlen,
+		    bool ack, bool requeue, void (*cb)(void *arg, int err), void *arg)
+{
+	struct backend_local *bl = be;
+	int err = ack ? broker_ack(bl->broker, queue, qlen, id, idlen)
+		      : broker_nack(bl->broker, queue, qlen, id, idlen, requeue);
+	return defer_err(bl, err, cb, arg);
+}
+
+static int l_pull(void *be, const char *queue, size_t len, uint32_t max, uint64_t wait_ms,
+		  broker_pull_cb cb, void *arg, struct broker_pull **out)
+{
+	struct backend_local *bl = be;
+	return broker_pull(bl->broker, queue, len, max, wait_ms, cb, arg, out);
+}
+
+static void l_pull_cancel(void *be, struct broker_pull *p)
+{
+	(void)be;
+	broker_pull_cancel(p);
+}
+
+static int l_queue_configure(void *be, const char *queue, size_t len,
+			     const struct broker_qconf *conf, void (*cb)(void *arg, int err),
+			     void *arg, const char **why)
+{
+	struct backend_local *bl = be;
+	return broker_queue_configure(bl->broker, queue, len, conf, cb, arg, why);
+}
+
+struct qinfo_call {
+	struct deferred d;
+	struct backend_local *bl;
+	void (*cb)(void *arg, int err, const struct broker_qinfo *info);
+	void *arg;
+	size_t len;
+	char name[];
+};
+
+static void qinfo_run(struct deferred *d)
+{
+	struct qinfo_call *c = container_of(d, struct qinfo_call, d);
+	struct broker_qinfo info;
+	int err = broker_queue_info(c->bl->broker, c->name, c->len, &info);
+	c->cb(c->arg, err, err ? NULL : &info);
+	free(c);
+}
+
+static int l_queue_info(void *be, const char *queue, size_t len,
+			void (*cb)(void *arg, int err, const struct broker_qinfo *info), void *arg)
+{
+	struct backend_local *bl = be;
+	struct qinfo_call *c = calloc(1, sizeof(*c) + len + 1);
+	if (!c)
+		return TERN_EUNAVAIL;
+	memcpy(c->name, queue, len);
+	c->len = len;
+	c->bl = bl;
+	c->cb = cb;
+	c->arg = arg;
+	c->d.run = qinfo_run;
+	defer(bl, &c->d);
+	return 0;
+}
+
 const struct backend_ops backend_local_ops = {
 	.publish = l_publish,
 	.subscribe = l_subscribe,
@@ -166,6 +286,15 @@ const struct backend_ops backend_local_ops = {
 	.history = l_history,
 	.channel_info = l_channel_info,
 	.ready = l_ready,
+	.enqueue = l_enqueue,
+	.consume = l_consume,
+	.set_prefetch = l_set_prefetch,
+	.cancel = l_cancel,
+	.settle = l_settle,
+	.pull = l_pull,
+	.pull_cancel = l_pull_cancel,
+	.queue_configure = l_queue_configure,
+	.queue_info = l_queue_info,
 };
 
 struct backend_local *backend_local_new(uv_loop_t *loop, struct broker *b)

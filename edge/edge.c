@@ -88,6 +88,7 @@ void echan_drop_all(struct edge *e)
 	while (!list_empty(&e->sessions)) {
 		struct session *s = container_of(e->sessions.next, struct session, link);
 		echan_drop_session(s);
+		qsession_drop(s);
 		list_remove(&s->link);
 		list_init(&s->link);
 	}

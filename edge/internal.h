@@ -109,6 +109,7 @@ struct session {
 	uint32_t inflight;
 	struct list subs; /* struct esub */
 	uint32_t nsubs;
+	struct list consumers; /* struct sconsumer (qsession.c) */
 	uint32_t waiting_drain;
 	uint64_t last_tx_ms;
 	char id[40];
@@ -126,6 +127,11 @@ void session_send_ok(struct session *s, bool has_ref, uint64_t ref, const char *
 void session_put(struct session *s);
 void session_close(struct session *s, int code);
 void sessions_tick(struct edge *e);
+
+/* qsession.c */
+int qsession_handle(struct session *s, const struct wire_req *req, const char **why);
+/* Cancels every consumer of s (unacked deliveries go back to their queues). */
+void qsession_drop(struct session *s);
 
 /* chan.c */
 int echan_subscribe(struct session *s, const struct wire_req *req, const char **why);

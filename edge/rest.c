@@ -6,49 +6,23 @@
 #include <string.h>
 
 #include "tern_err.h"
-#include "internal.h"
+#include "rest_internal.h"
 #include "tern_limits.h"
 #include "names.h"
 
-struct rest_req {
-	struct edge *e;
-	struct lws *wsi; /* NULL once lws closed the connection */
-	uint32_t refs;
-	int method;
-	char path[1024];
-	char query[1024];
-	unsigned char *body;
-	size_t body_len, body_cap;
-	bool body_too_large;
-	/* response */
-	int status;
-	const char *ctype;
-	struct frame *resp;
-	const unsigned char *resp_static;
-	size_t resp_len, resp_off;
-	bool resp_ready, headers_sent;
-	/* batch publish */
-	size_t npub, ndone;
-	int first_err;
-	uint64_t *seqs;
-	char (*ids)[TERN_MSG_ID_MAX];
-	/* channel name for GET handlers */
-	char chan[TERN_NAME_MAX_BYTES + 1];
-	size_t chan_len;
-};
-
-static void req_put(struct rest_req *r)
+void req_put(struct rest_req *r)
 {
 	if (--r->refs)
 		return;
 	frame_unref(r->resp);
+	fbuf_discard(&r->unknown);
 	free(r->body);
 	free(r->seqs);
 	free(r->ids);
 	free(r);
 }
 
-static void respond(struct rest_req *r, int status, const char *ctype, struct frame *body)
+void respond(struct rest_req *r, int status, const char *ctype, struct frame *body)
 {
 	if (r->resp_ready) {
 		frame_unref(body);
@@ -64,7 +38,7 @@ static void respond(struct rest_req *r, int status, const char *ctype, struct fr
 		lws_callback_on_writable(r->wsi);
 }
 
-static void respond_error(struct rest_req *r, int err, const char *why)
+void respond_error(struct rest_req *r, int err, const char *why)
 {
 	struct fbuf b;
 	fbuf_init(&b, 160);
@@ -72,9 +46,19 @@ static void respond_error(struct rest_req *r, int err, const char *why)
 	respond(r, tern_err_status(err), "application/json", fbuf_finish(&b));
 }
 
-static void respond_json(struct rest_req *r, int status, struct fbuf *b)
+void respond_json(struct rest_req *r, int status, struct fbuf *b)
 {
 	respond(r, status, "application/json", fbuf_finish(b));
+}
+
+json_t *body_json(struct rest_req *r)
+{
+	json_error_t jerr;
+	json_t *root = json_loadb((const char *)r->body, r->body_len,
+				  JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+	if (!root)
+		respond_error(r, TERN_EBADREQ, "invalid JSON");
+	return root;
 }
 
 /* --- POST /v1/channels/{ch}/messages --- */
@@ -110,14 +94,10 @@ static void pub_done(void *arg, int err, uint64_t seq, const char *id)
 static void post_messages(struct rest_req *r, const char *chan, size_t chan_len)
 {
 	struct edge *e = r->e;
-	json_error_t jerr;
 	const char *why = NULL;
-	json_t *root = json_loadb((const char *)r->body, r->body_len,
-				  JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
-	if (!root) {
-		respond_error(r, TERN_EBADREQ, "invalid JSON");
+	json_t *root = body_json(r);
+	if (!root)
 		return;
-	}
 	size_t n = json_is_array(root) ? json_array_size(root) : 1;
 	if (n == 0 || n > TERN_REST_BATCH_MAX) {
 		json_decref(root);
@@ -358,6 +338,8 @@ static void route(struct rest_req *r)
 	}
 	if (strncmp(r->path, "/v1/channels/", 13) == 0) {
 		route_channels(r, r->path + 13);
+	} else if (strncmp(r->path, "/v1/queues/", 11) == 0) {
+		rest_queue_route(r, r->path + 11);
 	} else if (strcmp(r->path, "/healthz") == 0 && r->method == LWSHUMETH_GET) {
 		struct fbuf b;
 		fbuf_init(&b, 32);
@@ -459,6 +441,7 @@ static int on_http(struct lws *wsi, struct rest_req **pr, const char *uri, size_
 {
 	struct edge *e = lws_context_user(lws_get_context(wsi));
 	if (*pr) { /* a previous request on this connection never finished */
+		rest_queue_gone(*pr);
 		(*pr)->wsi = NULL;
 		req_put(*pr);
 		*pr = NULL;
@@ -552,6 +535,7 @@ int rest_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
 	case LWS_CALLBACK_CLOSED_HTTP:
 		if (*pr) {
+			rest_queue_gone(*pr);
 			(*pr)->wsi = NULL;
 			req_put(*pr);
 			*pr = NULL;

@@ -28,6 +28,7 @@ static struct session *session_new(struct edge *e, struct lws *wsi)
 	s->wsi = wsi;
 	s->refs = 1;
 	list_init(&s->subs);
+	list_init(&s->consumers);
 	list_insert_tail(&e->sessions, &s->link);
 	snprintf(s->id, sizeof(s->id), "%s-%llx", e->conn_prefix,
 		 (unsigned long long)++e->conn_counter);
@@ -95,6 +96,7 @@ void session_close(struct session *s, int code)
 	}
 	s->close_code = code;
 	echan_drop_session(s);
+	qsession_drop(s);
 	lws_callback_on_writable(s->wsi);
 }
 
@@ -234,8 +236,7 @@ static void handle_frame(struct session *s, const char *buf, size_t len)
 			break;
 		}
 		default:
-			rc = TERN_EBADREQ;
-			why = "unknown op";
+			rc = qsession_handle(s, &req, &why);
 		}
 	}
 	if (rc != 0)
@@ -403,6 +404,7 @@ static void on_closed(struct session *s)
 {
 	struct edge *e = s->e;
 	echan_drop_session(s);
+	qsession_drop(s);
 	list_remove(&s->link);
 	s->wsi = NULL;
 	e->st.connections--;

@@ -6,6 +6,7 @@
 
 #include "tern_err.h"
 #include "tern_limits.h"
+#include "broker.h"
 
 static const struct {
 	const char *name;
@@ -15,6 +16,11 @@ static const struct {
 	{"unsubscribe", WIRE_OP_UNSUBSCRIBE},
 	{"publish", WIRE_OP_PUBLISH},
 	{"ping", WIRE_OP_PING},
+	{"enqueue", WIRE_OP_ENQUEUE},
+	{"consume", WIRE_OP_CONSUME},
+	{"ack", WIRE_OP_ACK},
+	{"nack", WIRE_OP_NACK},
+	{"cancel", WIRE_OP_CANCEL},
 };
 
 int wire_get_u64(json_t *obj, const char *key, bool *has, uint64_t *out)
@@ -154,12 +160,55 @@ int wire_parse_pub(json_t *obj, size_t max_data, struct wire_pub *pub, const cha
 	return decode_data(data, has_enc && strcmp(enc, "base64") == 0, max_data, pub, why);
 }
 
+static int parse_queue_fields(struct wire_req *req, size_t max_data, const char **why)
+{
+	json_t *root = req->root;
+	bool has;
+	if (get_str(root, "queue", &req->queue, &req->queue_len, &has) != 0 || !has) {
+		*why = has ? "queue must be a string" : "missing field: queue";
+		return TERN_EBADREQ;
+	}
+	switch (req->op) {
+	case WIRE_OP_ENQUEUE:
+		return wire_parse_pub(root, max_data, &req->pub, why);
+	case WIRE_OP_CONSUME: {
+		uint64_t pf = TERN_QUEUE_PREFETCH_DEFAULT;
+		if (wire_get_u64(root, "prefetch", &has, &pf) != 0 || (has && (pf < 1 ||
+		    pf > TERN_QUEUE_PREFETCH_MAX))) {
+			*why = "prefetch must be an integer from 1 to 1000";
+			return TERN_EBADREQ;
+		}
+		req->prefetch = (uint32_t)pf;
+		return 0;
+	}
+	case WIRE_OP_ACK:
+	case WIRE_OP_NACK: {
+		if (get_str(root, "delivery_id", &req->delivery_id, &req->delivery_id_len, &has) != 0 ||
+		    !has) {
+			*why = has ? "delivery_id must be a string" : "missing field: delivery_id";
+			return TERN_EBADREQ;
+		}
+		json_t *rq = json_object_get(root, "requeue");
+		if (rq && !json_is_boolean(rq)) {
+			*why = "requeue must be true or false";
+			return TERN_EBADREQ;
+		}
+		req->requeue = rq ? json_is_true(rq) : true;
+		return 0;
+	}
+	default:
+		return 0;
+	}
+}
+
 static int parse_fields(struct wire_req *req, size_t max_data, const char **why)
 {
 	json_t *root = req->root;
 	bool has;
 	if (req->op == WIRE_OP_PING)
 		return 0;
+	if (req->op >= WIRE_OP_ENQUEUE)
+		return parse_queue_fields(req, max_data, why);
 	if (get_str(root, "channel", &req->channel, &req->channel_len, &has) != 0 || !has) {
 		*why = has ? "channel must be a string" : "missing field: channel";
 		return TERN_EBADREQ;
@@ -224,6 +273,45 @@ void wire_req_free(struct wire_req *req)
 	req->root = NULL;
 }
 
+/* ,"data":<value>[,"encoding":"base64"] */
+static void put_data(struct fbuf *b, const struct tern_msg *m)
+{
+	fbuf_puts(b, ",\"data\":");
+	if (m->enc != TERN_ENC_BASE64) {
+		fbuf_put(b, m->data, m->data_len);
+		return;
+	}
+	size_t n = 4 * ((m->data_len + 2) / 3);
+	char *tmp = malloc(n + 1);
+	if (!tmp) {
+		b->failed = 1;
+		return;
+	}
+	EVP_EncodeBlock((unsigned char *)tmp, m->data, (int)m->data_len);
+	fbuf_puts(b, "\"");
+	fbuf_put(b, tmp, n);
+	fbuf_puts(b, "\",\"encoding\":\"base64\"");
+	free(tmp);
+}
+
+void wire_put_delivery(struct fbuf *b, const struct broker_delivery *d, bool with_op)
+{
+	const struct tern_msg *m = d->msg;
+	fbuf_puts(b, with_op ? "{\"op\":\"delivery\",\"queue\":" : "{\"queue\":");
+	fbuf_put_jstr(b, d->queue, d->queue_len);
+	fbuf_printf(b, ",\"delivery_id\":\"%s\",\"id\":\"%s\"", d->delivery_id, m->id);
+	if (d->from_channel) {
+		fbuf_puts(b, ",\"channel\":");
+		fbuf_put_jstr(b, m->chan, m->chan_len);
+		if (m->has_name) {
+			fbuf_puts(b, ",\"name\":");
+			fbuf_put_jstr(b, m->name, m->name_len);
+		}
+	}
+	put_data(b, m);
+	fbuf_printf(b, ",\"attempt\":%u}", d->attempt);
+}
+
 void wire_put_msg(struct fbuf *b, const struct tern_msg *m, bool with_op)
 {
 	fbuf_puts(b, with_op ? "{\"op\":\"message\",\"channel\":" : "{\"channel\":");
@@ -233,22 +321,7 @@ void wire_put_msg(struct fbuf *b, const struct tern_msg *m, bool with_op)
 		fbuf_puts(b, ",\"name\":");
 		fbuf_put_jstr(b, m->name, m->name_len);
 	}
-	fbuf_puts(b, ",\"data\":");
-	if (m->enc == TERN_ENC_BASE64) {
-		size_t n = 4 * ((m->data_len + 2) / 3);
-		char *tmp = malloc(n + 1);
-		if (!tmp) {
-			b->failed = 1;
-			return;
-		}
-		EVP_EncodeBlock((unsigned char *)tmp, m->data, (int)m->data_len);
-		fbuf_puts(b, "\"");
-		fbuf_put(b, tmp, n);
-		fbuf_puts(b, "\",\"encoding\":\"base64\"");
-		free(tmp);
-	} else {
-		fbuf_put(b, m->data, m->data_len);
-	}
+	put_data(b, m);
 	fbuf_printf(b, ",\"ts\":%lld}", (long long)m->ts_ms);
 }
 

@@ -18,6 +18,11 @@ enum wire_op {
 	WIRE_OP_UNSUBSCRIBE,
 	WIRE_OP_PUBLISH,
 	WIRE_OP_PING,
+	WIRE_OP_ENQUEUE,
+	WIRE_OP_CONSUME,
+	WIRE_OP_ACK,
+	WIRE_OP_NACK,
+	WIRE_OP_CANCEL,
 };
 
 /* A message to publish, as decoded from `data`, `name`, `encoding` and
@@ -44,6 +49,13 @@ struct wire_req {
 	bool has_rewind, has_from;
 	uint64_t rewind, from_seq;
 	struct wire_pub pub;
+	/* queue ops */
+	const char *queue;
+	size_t queue_len;
+	uint32_t prefetch;   /* consume: 1-1000, default 10 */
+	const char *delivery_id;
+	size_t delivery_id_len;
+	bool requeue;	     /* nack: default true */
 };
 
 /* Parses one client frame. Returns 0 with req filled, or a Tern error with
@@ -68,6 +80,11 @@ void wire_put_msg(struct fbuf *b, const struct tern_msg *m, bool with_op);
 #define WIRE_FRAME_MESSAGE 1
 /* A whole `message` frame for m (kind WIRE_FRAME_MESSAGE). NULL when out of memory. */
 struct frame *wire_msg_frame(const struct tern_msg *m);
+struct broker_delivery;
+/* Appends a delivery object ({"queue":..,"delivery_id":..,"id":..,["channel":..,
+ * "name":..,]"data":..,["encoding":..,]"attempt":N}); with_op prefixes
+ * "op":"delivery". */
+void wire_put_delivery(struct fbuf *b, const struct broker_delivery *d, bool with_op);
 /* {"op":"ok"[,"ref":N]<extra>}; extra is "" or starts with ','. */
 struct frame *wire_ok_frame(bool has_ref, uint64_t ref, const char *extra);
 /* {"op":"error"[,"ref":N],"error":{...}} */
