@@ -221,30 +221,53 @@ static size_t produce(tern_link *l, link_wbuf *w) {
   return link_tls_take(l, w->data, LINK_WBUF_BYTES + LINK_TLS_OVERHEAD_BYTES);
 }
 
+/* Writes produced buffers: uv_try_write first (no request, no callback, no epoll change), and
+ * only what the socket did not take goes through uv_write, where it stays until written. At
+ * most LINK_WBUF_COUNT such buffers are outstanding; one flush writes at most
+ * LINK_FLUSH_MAX_BUFS buffers and asks for another loop turn for the rest. */
+#define LINK_FLUSH_MAX_BUFS 16
+
+static int write_buf(tern_link *l, link_wbuf *w, size_t len) {
+  uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)len);
+  int n = uv_try_write((uv_stream_t *)&l->tcp, &b, 1);
+  l->stats.writes++;
+  l->stats.bytes_out += len;
+  if (n == (int)len) return 0;
+  if (n < 0 && n != UV_EAGAIN) return n;
+  size_t off = n > 0 ? (size_t)n : 0;
+  b = uv_buf_init((char *)w->data + off, (unsigned)(len - off));
+  int rc = uv_write(&w->req, (uv_stream_t *)&l->tcp, &b, 1, on_write);
+  if (rc < 0) return rc;
+  w->busy = true;
+  w->len = len;
+  l->wbuf_busy++;
+  return 0;
+}
+
 void link_flush(tern_link *l) {
   if (l->closing || !l->connected) return;
   link_wbuf *w;
+  int bufs = 0;
   while ((w = free_wbuf(l)) != NULL) {
+    if (bufs++ == LINK_FLUSH_MAX_BUFS) {
+      link_kick(l);
+      break;
+    }
     size_t len = produce(l, w);
     if (!len || l->closing) break;
-    uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)len);
-    int rc = uv_write(&w->req, (uv_stream_t *)&l->tcp, &b, 1, on_write);
+    int rc = write_buf(l, w, len);
     if (rc < 0) {
       link_close_code(l, LINK_UNAVAILABLE, uv_strerror(rc), true);
       return;
     }
-    w->busy = true;
-    w->len = len;
-    l->wbuf_busy++;
-    l->stats.writes++;
-    l->stats.bytes_out += len;
   }
   if (l->closing) return;
   link_calls_notify_writable(l);
   /* flush always runs from a libuv callback, so finished calls can be reaped here rather than
    * one loop turn later; then the idle handle has nothing left to do */
   link_calls_reap(l);
-  if (l->idle_on && lq_empty(&l->done) && lq_empty(&l->resumed) && !l->closing) {
+  if (l->idle_on && bufs <= LINK_FLUSH_MAX_BUFS && lq_empty(&l->done) &&
+      lq_empty(&l->resumed) && !l->closing) {
     l->idle_on = false;
     uv_idle_stop(&l->idle);
   }
