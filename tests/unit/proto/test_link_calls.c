@@ -304,6 +304,54 @@ static void limits(void **state) {
   fx_finish(&f);
 }
 
+/* Messages far larger than a frame and than the protocol's initial window, sent before the
+ * peer's settings arrive, on several streams at once: reassembled whole, credit keeps flowing. */
+static void big_messages(void **state) {
+  fx f;
+  fx_init(&f, g_tls);
+  fx_listen(&f, 0);
+  ASSERT(link_dial(&f.loop, &f.ccfg, "127.0.0.1", f.port, &f.cli) == 0);
+  static char big[400 * 1024];
+  for (size_t i = 0; i + 1 < sizeof(big); i++) big[i] = (char)('a' + i % 26);
+  cstate cs[8];
+  memset(cs, 0, sizeof(cs));
+  for (int i = 0; i < 8; i++) {
+    Tern__Link__Echo req = echo((uint64_t)i, big, 0, 0);
+    ASSERT(link_unary(f.cli, DIAG, "Unary", &req.base, NULL, cstate_unary_done, &cs[i]) == 0);
+  }
+  for (int i = 0; i < 8; i++) {
+    ASSERT(fx_run_until(&f, &cs[i].done, 10000));
+    ASSERT(cs[i].code == LINK_OK && cs[i].bytes == sizeof(big) - 1 && cs[i].last_id == (uint64_t)i);
+  }
+  link_stats st;
+  link_get_stats(f.cli, &st);
+  ASSERT(st.bytes_out > 8 * sizeof(big) && st.calls_out == 8 && st.streams_active == 0);
+  fx_finish(&f);
+}
+
+static uint64_t g_rtt_calls, g_rtt_last;
+static void on_rtt(tern_link *l, uint64_t us, void *ud) {
+  g_rtt_calls++;
+  g_rtt_last = us;
+}
+
+/* Pings go out on the interval, and their round trip is measured. */
+static void heartbeat(void **state) {
+  fx f;
+  fx_init(&f, g_tls);
+  f.ccfg.ping_interval_ms = 20;
+  f.ccfg.on_rtt = on_rtt;
+  g_rtt_calls = 0;
+  fx_start(&f);
+  ASSERT(fx_run_until_u64(&f, &g_rtt_calls, 5, 2000));
+  link_stats st;
+  link_get_stats(f.cli, &st);
+  ASSERT(st.pings >= 5 && st.rtt_us_last > 0 && st.rtt_us_min <= st.rtt_us_max);
+  ASSERT(g_rtt_last < 1000000);
+  ASSERT(link_ping(f.cli) == 0 || link_ping(f.cli) == -EBUSY);
+  fx_finish(&f);
+}
+
 /* A listener serving several protocols on one port: it reads the first bytes, sees a link (or a
  * TLS ClientHello) and hands the socket over with link_adopt. */
 typedef struct sniffer {
@@ -390,6 +438,7 @@ int main(void) {
       cmocka_unit_test(unary),    cmocka_unit_test(streams), cmocka_unit_test(thousand),
       cmocka_unit_test(stall),    cmocka_unit_test(deadlines), cmocka_unit_test(cancels),
       cmocka_unit_test(stream_cap), cmocka_unit_test(limits), cmocka_unit_test(adopt),
+      cmocka_unit_test(big_messages), cmocka_unit_test(heartbeat),
   };
   int rc = cmocka_run_group_tests_name("link over tcp", tests, setup_tcp, NULL);
   rc |= cmocka_run_group_tests_name("link over tls", tests, setup_tls, NULL);
