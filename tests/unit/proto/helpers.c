@@ -1,4 +1,5 @@
 #include "helpers.h"
+#include "link_internal.h" /* test_link_freeze only */
 
 #include <errno.h>
 #include <string.h>
@@ -452,4 +453,12 @@ int raw_saw_frame(const rawpeer *r, uint8_t type) {
     off += (size_t)n;
   }
   return 0;
+}
+
+void test_link_freeze(tern_link *l) {
+  uv_read_stop((uv_stream_t *)&l->tcp);
+  uv_timer_stop(&l->hb_timer);
+  uv_timer_stop(&l->dl_timer);
+  uv_idle_stop(&l->idle);
+  l->connected = false; /* link_flush writes nothing any more */
 }

@@ -92,6 +92,9 @@ void fx_finish(fx *f);
 int certs_make(char *dir, size_t len);
 void certs_remove(const char *dir);
 
+/* Wedges a link as a hung process would: it stops reading, writing and pinging (test only). */
+void test_link_freeze(tern_link *l);
+
 /* A raw TCP peer: writes bytes, records what comes back and whether the peer closed. */
 typedef struct rawpeer {
   uv_tcp_t tcp;

@@ -6,6 +6,8 @@
 
 #include "helpers.h"
 
+static int g_tls; /* set by the group runner */
+
 static uint64_t now_ms(void) { return uv_hrtime() / 1000000u; }
 
 static Tern__Link__Echo echo(uint64_t id, uint32_t delay) {
@@ -100,9 +102,33 @@ static void silent_peer(void **state) {
   fx_finish(&f);
 }
 
+/* A peer whose process wedges: its socket stays open, nothing is read or written any more. */
+static void frozen_peer(void **state) {
+  fx f;
+  fx_init(&f, g_tls);
+  f.ccfg.ping_interval_ms = 50;
+  f.ccfg.dead_after = 4;
+  fx_start(&f);
+  cstate cs = {0};
+  Tern__Link__Echo req = echo(1, 1);
+  ASSERT(link_unary(f.cli, DIAG, "Unary", &req.base, NULL, cstate_unary_done, &cs) == 0);
+  ASSERT(fx_run_until_u64(&f, &f.d.unary, 1, 2000));
+  test_link_freeze(f.srv);
+  uint64_t t0 = now_ms();
+  ASSERT(fx_run_until(&f, &f.cli_closed, 3000));
+  uint64_t ms = now_ms() - t0;
+  fprintf(stderr, "frozen peer (%s) declared dead after %llu ms (4 x 50 ms)\n",
+          g_tls ? "tls" : "tcp", (unsigned long long)ms);
+  ASSERT(ms >= 100 && ms <= 1500);
+  ASSERT(f.cli_close_st.code == LINK_UNAVAILABLE && f.cli_close_st.retryable);
+  ASSERT(cs.done && cs.code == LINK_UNAVAILABLE && cs.retryable);
+  link_close(f.srv, NULL);
+  fx_finish(&f);
+}
+
 static void abrupt_close(void **state) {
   fx f;
-  fx_init(&f, 0);
+  fx_init(&f, g_tls);
   fx_start(&f);
   cstate cs = {0};
   Tern__Link__Echo req = echo(1, 1);
@@ -113,6 +139,10 @@ static void abrupt_close(void **state) {
   ASSERT(cs.code == LINK_UNAVAILABLE && cs.retryable);
   ASSERT(fx_run_until(&f, &f.cli_closed, 2000));
   ASSERT(f.d.done_other == 1); /* the handler heard of it too */
+  if (g_tls) {
+    fx_finish(&f);
+    return;
+  }
   /* a raw peer that hangs up right after its hello */
   rawsrv rs;
   int port = rawsrv_start(&f, &rs);
@@ -149,7 +179,7 @@ static void on_closed_flag(void *ud) { *(int *)ud = 1; }
 
 static void redial(void **state) {
   fx f;
-  fx_init(&f, 0);
+  fx_init(&f, g_tls);
   /* find a free port, then leave it closed */
   fx_listen(&f, 0);
   int port = f.port;
@@ -245,7 +275,7 @@ static void ga_pump(ga *g) {
 
 static void goaway(void **state) {
   fx f;
-  fx_init(&f, 0);
+  fx_init(&f, g_tls);
   f.d.executed_cap = GA_CALLS;
   f.d.executed = calloc(GA_CALLS, 1);
   fx_listen(&f, 0);
@@ -496,8 +526,20 @@ static void tls_refusals(void **state) {
   link_tls_free(nocert);
 }
 
+static int setup_tls(void **state) {
+  g_tls = 1;
+  return 0;
+}
+
 int main(void) {
+  const struct CMUnitTest tls_tests[] = {
+      cmocka_unit_test(frozen_peer),
+      cmocka_unit_test(abrupt_close),
+      cmocka_unit_test(redial),
+      cmocka_unit_test(goaway),
+  };
   const struct CMUnitTest tests[] = {
+      cmocka_unit_test(frozen_peer),
       cmocka_unit_test(silent_peer),
       cmocka_unit_test(abrupt_close),
       cmocka_unit_test(redial),
@@ -506,5 +548,7 @@ int main(void) {
       cmocka_unit_test(hostile_stream),
       cmocka_unit_test(tls_refusals),
   };
-  return cmocka_run_group_tests_name("link faults", tests, NULL, NULL);
+  int rc = cmocka_run_group_tests_name("link faults over tcp", tests, NULL, NULL);
+  rc |= cmocka_run_group_tests_name("link faults over tls", tls_tests, setup_tls, NULL);
+  return rc;
 }
