@@ -337,6 +337,11 @@ static void on_frame(struct harness *h, struct conn *c, const char *frame, size_
 	}
 	if (f.kind == FANOUT_FRAME_MESSAGE && c != &h->pub) {
 		on_message(h, c, &f, now);
+	} else if (f.kind == FANOUT_FRAME_CONNECTED && c == &h->pub && c->state == CONN_OPEN) {
+		/* A protocol with a hello (MQTT CONNECT) publishes once the
+		 * broker accepted it; without one the publisher is ready at the
+		 * handshake. */
+		c->state = CONN_READY;
 	} else if (c == &h->pub && (f.kind == FANOUT_FRAME_OK || f.kind == FANOUT_FRAME_ERROR)) {
 		uint64_t i;
 
