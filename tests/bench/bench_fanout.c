@@ -32,7 +32,7 @@ static void usage(FILE *to)
 		"  --window W             publishes awaiting their OK, at most (1000)\n"
 		"  --backlog B            rate mode: messages not yet everywhere, at most\n"
 		"                         (rate / 2, at most 200000 / subscribers, at least 2 bursts)\n"
-		"  --bytes S              message size as the broker counts it (64)\n"
+		"  --bytes S              message size as the broker counts it, 34-3000 (64)\n"
 		"  --duration-ms T        publish phase, at most (20000)\n"
 		"  --connect-rate C       new connections per second (5000)\n"
 		"  --connect-concurrency K  handshakes under way, at most (256)\n"
@@ -44,7 +44,7 @@ static void usage(FILE *to)
 		"  --server-pid PID       the broker's pid, for CPU and RSS from /proc\n"
 		"  --floor                no broker: measure the kernel's send() floor for\n"
 		"                         --subscribers connections, --floor-bytes (70) per message\n"
-		"  --floor-bytes S        message size for --floor\n"
+		"  --floor-bytes S        message size for --floor, 1-1024\n"
 		"  --label TEXT           printed as workload=TEXT\n"
 		"  --verbose              phase changes and unreadable frames on stderr\n");
 }
@@ -217,7 +217,7 @@ static int parse_args(int argc, char **argv, struct fanout_config *cfg, const ch
 		case OPT_BURST: bad = num(a, 1, 100000, &v); cfg->burst = (uint32_t)v; break;
 		case OPT_WINDOW: bad = num(a, 1, 1e6, &v); cfg->window = (uint32_t)v; break;
 		case OPT_BACKLOG: bad = num(a, 1, 1e7, &v); cfg->backlog_max = (uint64_t)v; break;
-		case OPT_BYTES: bad = num(a, 34, 60000, &v); cfg->msg_bytes = (uint32_t)v; break;
+		case OPT_BYTES: bad = num(a, 34, 3000, &v); cfg->msg_bytes = (uint32_t)v; break;
 		case OPT_DURATION: bad = num(a, 1, 3.6e6, &v); cfg->duration_ms = (uint32_t)v; break;
 		case OPT_CRATE: bad = num(a, 1, 1e6, &v); cfg->connect_rate = (uint32_t)v; break;
 		case OPT_CCONC: bad = num(a, 1, 60000, &v); cfg->connect_concurrency = (uint32_t)v; break;
@@ -230,7 +230,7 @@ static int parse_args(int argc, char **argv, struct fanout_config *cfg, const ch
 		case OPT_LABEL: *label = a; break;
 		case OPT_VERBOSE: cfg->verbose = true; break;
 		case OPT_FLOOR: floor->run = true; break;
-		case OPT_FLOOR_BYTES: bad = num(a, 1, 4096, &v); floor->msg_bytes = (uint32_t)v; break;
+		case OPT_FLOOR_BYTES: bad = num(a, 1, 1024, &v); floor->msg_bytes = (uint32_t)v; break;
 		case OPT_HELP: usage(stdout); exit(0);
 		default: return -1;
 		}
