@@ -612,11 +612,8 @@ static void check_publish(struct harness *h, uint64_t now)
 
 static void check_drain(struct harness *h, uint64_t now)
 {
-	static const uint64_t none = UINT64_MAX;
-	uint64_t last = h->last_delivery_ns > h->progress_ns ? h->last_delivery_ns : none;
-
-	if (last != none)
-		h->progress_ns = last;
+	if (h->last_delivery_ns > h->progress_ns)
+		h->progress_ns = h->last_delivery_ns;
 	if ((h->complete >= h->next_index && h->outstanding == 0) ||
 	    now - h->progress_ns > ms_to_ns(h->cfg->drain_timeout_ms) ||
 	    now - h->phase_start_ns > ms_to_ns(h->cfg->drain_max_ms) ||
