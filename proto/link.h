@@ -83,6 +83,7 @@ typedef struct link_config {
   uint32_t sockbuf_bytes;       /* SO_SNDBUF and SO_RCVBUF of the socket; 0 = kernel autotuning.
                                    Small buffers keep pings fast behind bulk data (control
                                    links), large ones keep long paths busy (data links). */
+  uint32_t listener_max_links;  /* link_listen: links held at once (0: default); above, refused */
   const link_interceptor *interceptors; /* run in order on every call, both sides */
   size_t interceptor_count;     /* <= LINK_MAX_INTERCEPTORS */
   /* Called once when the preface and both settings are through: the link is up. */
@@ -156,6 +157,9 @@ int link_listen(uv_loop_t *loop, const link_config *cfg, const char *host, int p
                 link_on_link on_link, void *ud, link_listener **out);
 /* The bound port. */
 int link_listener_port(const link_listener *lst);
+/* Links held now, and connections refused so far because listener_max_links was reached. */
+uint32_t link_listener_links(const link_listener *lst);
+uint32_t link_listener_refused(const link_listener *lst);
 /* Stops accepting, closes every link it accepted; frees itself once they and its socket closed,
  * then calls on_closed (may be NULL). Idempotent. */
 void link_listener_close(link_listener *lst, void (*on_closed)(void *ud), void *ud);

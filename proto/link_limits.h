@@ -103,6 +103,10 @@
 /* Small messages are queued in the call's inline buffer, no heap allocation. */
 #define LINK_CALL_INLINE_BYTES 512u
 
+/* Links one listener holds at once (each costs ~0.7 MiB of buffers); connections above are
+ * accepted and closed at once, so a connection flood cannot exhaust memory. */
+#define LINK_LISTENER_MAX_LINKS_DEFAULT 4096u
+
 /* Services and methods one router holds; interceptors per link. */
 #define LINK_ROUTER_MAX_METHODS 512u
 #define LINK_MAX_INTERCEPTORS 8u

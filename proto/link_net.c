@@ -78,6 +78,7 @@ struct link_listener {
   link_on_link on_link;
   void *ud;
   lnode links;
+  uint32_t n_links, refused;
   bool closing, tcp_closed;
   int port;
   void (*on_closed)(void *ud);
@@ -93,21 +94,30 @@ static void listener_maybe_free(link_listener *lst) {
 static void listener_link_gone(tern_link *l, const link_status *st, void *owner) {
   (void)st;
   lq_remove(&l->owner_node);
+  ((link_listener *)owner)->n_links--;
   listener_maybe_free(owner);
+}
+
+/* Accepts a connection and closes it at once: the backlog must drain even when we refuse. */
+static void refuse_connection(link_listener *lst) {
+  uv_tcp_t *tmp = malloc(sizeof(*tmp));
+  lst->refused++;
+  if (tmp && uv_tcp_init(lst->loop, tmp) == 0) {
+    uv_accept((uv_stream_t *)&lst->tcp, (uv_stream_t *)tmp);
+    uv_close((uv_handle_t *)tmp, (uv_close_cb)free);
+  } else {
+    free(tmp);
+  }
 }
 
 static void on_connection(uv_stream_t *server, int status) {
   link_listener *lst = server->data;
   tern_link *l;
   if (status < 0 || lst->closing) return;
-  if (link_create(lst->loop, &lst->cfg, false, &l) < 0) {
-    uv_tcp_t *tmp = malloc(sizeof(*tmp)); /* accept and drop, or the backlog never drains */
-    if (tmp && uv_tcp_init(lst->loop, tmp) == 0) {
-      uv_accept(server, (uv_stream_t *)tmp);
-      uv_close((uv_handle_t *)tmp, (uv_close_cb)free);
-    } else {
-      free(tmp);
-    }
+  uint32_t max = lst->cfg.listener_max_links ? lst->cfg.listener_max_links
+                                             : LINK_LISTENER_MAX_LINKS_DEFAULT;
+  if (lst->n_links >= max || link_create(lst->loop, &lst->cfg, false, &l) < 0) {
+    refuse_connection(lst);
     return;
   }
   if (uv_accept(server, (uv_stream_t *)&l->tcp) < 0) {
@@ -118,6 +128,7 @@ static void on_connection(uv_stream_t *server, int status) {
   l->owner = lst;
   l->owner_cb = listener_link_gone;
   lq_push(&lst->links, &l->owner_node);
+  lst->n_links++;
   if (lst->on_link) lst->on_link(lst, l, lst->ud);
   if (!l->closing) link_start_io(l);
 }
@@ -154,6 +165,8 @@ int link_listen(uv_loop_t *loop, const link_config *cfg, const char *host, int p
 }
 
 int link_listener_port(const link_listener *lst) { return lst->port; }
+uint32_t link_listener_links(const link_listener *lst) { return lst->n_links; }
+uint32_t link_listener_refused(const link_listener *lst) { return lst->refused; }
 
 static void on_listener_closed(uv_handle_t *h) {
   link_listener *lst = h->data;

@@ -482,6 +482,27 @@ static void hostile_stream(void **state) {
   fx_finish(&f);
 }
 
+/* A listener holds at most listener_max_links links; more connections are refused at once. */
+static void listener_cap(void **state) {
+  fx f;
+  fx_init(&f, 0);
+  f.scfg.listener_max_links = 2;
+  fx_listen(&f, 0);
+  tern_link *a, *b;
+  ASSERT(link_dial(&f.loop, &f.ccfg, "127.0.0.1", f.port, &a) == 0);
+  ASSERT(link_dial(&f.loop, &f.ccfg, "127.0.0.1", f.port, &b) == 0);
+  uint64_t end = now_ms() + 3000;
+  while ((f.cli_ready < 2 || link_listener_links(f.lst) < 2) && now_ms() < end)
+    uv_run(&f.loop, UV_RUN_ONCE);
+  ASSERT(f.cli_ready == 2 && link_listener_links(f.lst) == 2);
+  ASSERT(link_dial(&f.loop, &f.ccfg, "127.0.0.1", f.port, &f.cli) == 0);
+  ASSERT(fx_run_until(&f, &f.cli_closed, 3000));
+  ASSERT(f.cli_ready == 2 && link_listener_refused(f.lst) == 1);
+  link_close(a, NULL);
+  link_close(b, NULL);
+  fx_finish(&f);
+}
+
 /* ---- TLS refusals ---- */
 
 static void tls_refusals(void **state) {
@@ -546,6 +567,7 @@ int main(void) {
       cmocka_unit_test(goaway),
       cmocka_unit_test(hostile_link),
       cmocka_unit_test(hostile_stream),
+      cmocka_unit_test(listener_cap),
       cmocka_unit_test(tls_refusals),
   };
   int rc = cmocka_run_group_tests_name("link faults over tcp", tests, NULL, NULL);
