@@ -134,6 +134,7 @@ int link_create(uv_loop_t *loop, const link_config *cfg, bool dialer, tern_link 
   uv_timer_init(loop, &l->dl_timer);
   l->tcp.data = l->idle.data = l->hb_timer.data = l->dl_timer.data = l;
   l->connect_req.data = l;
+  l->gai.data = l;
   l->handles_open = 4;
   l->created_ms = l->last_read_ms = uv_now(loop);
   uint64_t tick = l->cfg.ping_interval_ms / 4;
@@ -567,9 +568,15 @@ static void finalize(tern_link *l) {
   link_free_mem(l);
 }
 
+/* The memory goes once every handle closed and no name resolution is outstanding. */
+void link_maybe_finalize(tern_link *l) {
+  if (l->closing && l->handles_open == 0 && !l->resolving) finalize(l);
+}
+
 static void on_handle_closed(uv_handle_t *h) {
   tern_link *l = h->data;
-  if (--l->handles_open == 0) finalize(l);
+  l->handles_open--;
+  link_maybe_finalize(l);
 }
 
 void link_close_code(tern_link *l, int code, const char *msg, bool retryable) {
@@ -579,6 +586,7 @@ void link_close_code(tern_link *l, int code, const char *msg, bool retryable) {
   while (!lq_empty(&l->calls))
     link_call_mark_done(lq_entry(l->calls.next, link_call, all), LINK_UNAVAILABLE,
                         l->close_msg, true);
+  if (l->resolving) uv_cancel((uv_req_t *)&l->gai); /* its callback still runs */
   uv_close((uv_handle_t *)&l->tcp, on_handle_closed);
   uv_close((uv_handle_t *)&l->idle, on_handle_closed);
   uv_close((uv_handle_t *)&l->hb_timer, on_handle_closed);

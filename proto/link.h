@@ -113,7 +113,8 @@ typedef struct link_stats {
   uint32_t streams_active;
 } link_stats;
 
-/* Dials host:port (numeric IPv4 or IPv6 address). On success *out is the link (not yet
+/* Dials host:port (an IPv4 or IPv6 address, or a name resolved with uv_getaddrinfo off the
+ * loop: its first IPv4 address is used, else its first address). On success *out is the link (not yet
  * connected: calls may be started at once and are sent when it is) and cfg->on_close will run
  * exactly once. On failure nothing was created and no callback runs. */
 int link_dial(uv_loop_t *loop, const link_config *cfg, const char *host, int port, tern_link **out);

@@ -125,6 +125,8 @@ struct tern_link {
   uv_idle_t idle;
   uv_timer_t hb_timer, dl_timer;
   uv_connect_t connect_req;
+  uv_getaddrinfo_t gai;        /* link_dial with a host name */
+  bool resolving;
   uint64_t created_ms, last_read_ms, linger_start_ms, dl_armed_ms;
   /* closing */
   int close_code, close_retryable;
@@ -182,6 +184,7 @@ void link_fail(tern_link *l, int code, const char *msg); /* protocol error: goaw
 void link_kick(tern_link *l);
 void link_close_code(tern_link *l, int code, const char *msg, bool retryable);
 void link_check_ready(tern_link *l);
+void link_maybe_finalize(tern_link *l);
 void link_dl_arm(tern_link *l, uint64_t at_ms);
 int link_count_reset(tern_link *l);
 void link_linger_check(tern_link *l);

@@ -25,14 +25,50 @@ static void on_connect(uv_connect_t *req, int status) {
   link_start_io(l);
 }
 
+static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  tern_link *l = req->data;
+  l->resolving = false;
+  if (l->closing) {
+    if (res) uv_freeaddrinfo(res);
+    link_maybe_finalize(l);
+    return;
+  }
+  char msg[128];
+  int rc = status;
+  if (rc == 0) { /* the first IPv4 address, else the first address */
+    const struct addrinfo *pick = res;
+    for (const struct addrinfo *a = res; a; a = a->ai_next)
+      if (a->ai_family == AF_INET) {
+        pick = a;
+        break;
+      }
+    rc = uv_tcp_connect(&l->connect_req, &l->tcp, pick->ai_addr, on_connect);
+  }
+  if (res) uv_freeaddrinfo(res);
+  if (rc < 0) {
+    snprintf(msg, sizeof(msg), "%s failed: %s", status < 0 ? "resolve" : "connect",
+             uv_strerror(rc));
+    link_close_code(l, LINK_UNAVAILABLE, msg, true);
+  }
+}
+
 int link_dial(uv_loop_t *loop, const link_config *cfg, const char *host, int port, tern_link **out) {
   struct sockaddr_storage ss;
-  if (!loop || !cfg || !out) return -EINVAL;
-  int rc = parse_addr(host, port, &ss);
-  if (rc < 0) return rc;
+  if (!loop || !cfg || !out || !host || !*host || strlen(host) > 253) return -EINVAL;
+  if (port <= 0 || port > 65535) return -EINVAL;
+  bool numeric = parse_addr(host, port, &ss) == 0;
   tern_link *l;
-  if ((rc = link_create(loop, cfg, true, &l)) < 0) return rc;
-  rc = uv_tcp_connect(&l->connect_req, &l->tcp, (const struct sockaddr *)&ss, on_connect);
+  int rc = link_create(loop, cfg, true, &l);
+  if (rc < 0) return rc;
+  if (numeric) {
+    rc = uv_tcp_connect(&l->connect_req, &l->tcp, (const struct sockaddr *)&ss, on_connect);
+  } else {
+    char service[8];
+    snprintf(service, sizeof(service), "%d", port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    rc = uv_getaddrinfo(loop, &l->gai, on_resolved, host, service, &hints);
+    l->resolving = rc == 0;
+  }
   if (rc < 0) {
     l->silent = true;
     link_close_code(l, LINK_UNAVAILABLE, "connect failed", true);
@@ -191,7 +227,7 @@ struct link_dialer {
   uv_loop_t *loop;
   link_config cfg;
   link_dialer_opts o;
-  char host[64];
+  char host[256];
   int port;
   uv_timer_t timer;
   tern_link *cur;
@@ -284,9 +320,8 @@ static void dial_now(link_dialer *d) {
 
 int link_dialer_start(uv_loop_t *loop, const link_config *cfg, const char *host, int port,
                       const link_dialer_opts *opts, link_dialer **out) {
-  struct sockaddr_storage ss;
-  if (!loop || !cfg || !out || parse_addr(host, port, &ss) < 0) return -EINVAL;
-  if (strlen(host) >= sizeof(((link_dialer *)0)->host)) return -EINVAL;
+  if (!loop || !cfg || !out || !host || port <= 0 || port > 65535) return -EINVAL;
+  if (!*host || strlen(host) >= sizeof(((link_dialer *)0)->host)) return -EINVAL;
   link_dialer *d = calloc(1, sizeof(*d));
   if (!d) return -ENOMEM;
   d->loop = loop;

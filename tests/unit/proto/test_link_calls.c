@@ -49,6 +49,14 @@ static void unary(void **state) {
   ASSERT(strcmp(f.d.md_seen, "v1") == 0);
   ASSERT(metrics.started == 50 && metrics.finished == 50 && metrics.by_code[LINK_OK] == 50);
   ASSERT(link_mw_metrics_percentile_us(&metrics, 99) > 0);
+  /* a host name instead of an address */
+  tern_link *byname;
+  int ready = f.cli_ready;
+  ASSERT(link_dial(&f.loop, &f.ccfg, "localhost", f.port, &byname) == 0);
+  uint64_t end = uv_hrtime() / 1000000u + 5000;
+  while (f.cli_ready == ready && uv_hrtime() / 1000000u < end) uv_run(&f.loop, UV_RUN_ONCE);
+  ASSERT(f.cli_ready == ready + 1);
+  link_close(byname, NULL);
   /* a structured error: code, message, retryable flag and detail bytes */
   cstate er = {0};
   Tern__Link__Echo ereq = echo(1, NULL, 3, 0);
@@ -300,7 +308,21 @@ static void limits(void **state) {
   bad = f.ccfg;
   bad.ping_interval_ms = 1;
   ASSERT(link_dial(&f.loop, &bad, "127.0.0.1", f.port, &l) == -EINVAL);
-  ASSERT(link_dial(&f.loop, &f.ccfg, "not-an-ip", f.port, &l) == -EINVAL);
+  ASSERT(link_dial(&f.loop, &f.ccfg, "", f.port, &l) == -EINVAL);
+  ASSERT(link_dial(&f.loop, &f.ccfg, "127.0.0.1", 0, &l) == -EINVAL);
+  /* a name that does not resolve: the link closes, retryable */
+  int closed = f.cli_closed;
+  ASSERT(link_dial(&f.loop, &f.ccfg, "bad..name", f.port, &l) == 0);
+  uint64_t end = uv_hrtime() / 1000000u + 5000;
+  while (f.cli_closed == closed && uv_hrtime() / 1000000u < end) uv_run(&f.loop, UV_RUN_ONCE);
+  ASSERT(f.cli_closed == closed + 1 && f.cli_close_st.code == LINK_UNAVAILABLE);
+  ASSERT(f.cli_close_st.retryable && strstr(f.cli_close_msg, "resolve"));
+  /* closed while resolving: nothing leaks, on_close still runs once */
+  ASSERT(link_dial(&f.loop, &f.ccfg, "localhost", f.port, &l) == 0);
+  link_close(l, NULL);
+  end = uv_hrtime() / 1000000u + 5000;
+  while (f.cli_closed == closed + 1 && uv_hrtime() / 1000000u < end) uv_run(&f.loop, UV_RUN_ONCE);
+  ASSERT(f.cli_closed == closed + 2);
   fx_finish(&f);
 }
 
