@@ -62,6 +62,10 @@ int h_setup(void **state)
 	};
 	for (int i = 0; i < H_RECORDERS; i++)
 		h->rec[i].h = h;
+	for (int i = 0; i < H_CONSUMERS; i++)
+		h->cons[i].h = h;
+	for (int i = 0; i < H_PULLS; i++)
+		h->pulls[i].h = h;
 	*state = h;
 	return 0;
 }
@@ -72,9 +76,37 @@ static int rm_one(const char *path, const struct stat *st, int flag, struct FTW 
 	return remove(path);
 }
 
+static void forget(struct h_delivery *got, size_t *n)
+{
+	for (size_t k = 0; k < *n; k++)
+		msg_unref(got[k].msg);
+	*n = 0;
+}
+
+/* Queue consumers and pulls a test left behind: the broker must not close
+ * with them (a failed test leaves them too). */
+static void teardown_queues(struct h *h)
+{
+	for (int i = 0; i < H_CONSUMERS; i++) {
+		struct consumer *c = &h->cons[i];
+		if (c->c && h->b)
+			broker_consumer_cancel(c->c);
+		c->c = NULL;
+		forget(c->got, &c->n);
+	}
+	for (int i = 0; i < H_PULLS; i++) {
+		struct pull_result *r = &h->pulls[i];
+		if (r->p && h->b)
+			broker_pull_cancel(r->p);
+		r->p = NULL;
+		forget(r->got, &r->n);
+	}
+}
+
 int h_teardown(void **state)
 {
 	struct h *h = *state;
+	teardown_queues(h);
 	for (int i = 0; i < H_RECORDERS; i++) {
 		struct recorder *r = &h->rec[i];
 		if (r->sub && h->b)
@@ -358,6 +390,168 @@ uint64_t h_subscribers(struct h *h, const char *chan)
 	uint64_t seq = 0, subs = 0;
 	broker_channel_info(h->b, chan, strlen(chan), &seq, &subs);
 	return subs;
+}
+
+/* --- queues --- */
+
+void h_tick(struct h *h, int64_t ms)
+{
+	h_advance(h, ms);
+	broker_tick(h->b);
+	broker_poll(h->b);
+}
+
+int h_enq_async(struct h *h, const char *queue, const char *data, const char *idem,
+		struct pub_result *r)
+{
+	struct broker_enq e = {
+		.queue = queue,
+		.queue_len = strlen(queue),
+		.data = data,
+		.data_len = strlen(data),
+		.enc = TERN_ENC_JSON,
+		.idem_key = idem,
+		.idem_len = idem ? strlen(idem) : 0,
+	};
+	return broker_enqueue(h->b, &e, on_pub, r, NULL);
+}
+
+int h_enq(struct h *h, const char *queue, const char *data, const char *idem,
+	  struct pub_result *r)
+{
+	struct pub_result local = {0};
+	if (!r)
+		r = &local;
+	int rc = h_enq_async(h, queue, data, idem, r);
+	if (rc != 0)
+		return rc;
+	assert_true(h_wait_count(h, &r->calls, 1));
+	assert_int_equal(r->calls, 1);
+	return r->err;
+}
+
+static void record(struct h_delivery *to, const struct broker_delivery *d)
+{
+	snprintf(to->queue, sizeof(to->queue), "%.*s", (int)d->queue_len, d->queue);
+	snprintf(to->delivery_id, sizeof(to->delivery_id), "%s", d->delivery_id);
+	to->msg = msg_ref(d->msg);
+	to->from_channel = d->from_channel;
+	to->attempt = d->attempt;
+}
+
+static void on_delivery(void *arg, const struct broker_delivery *d)
+{
+	struct consumer *c = arg;
+	if (c->n < H_CONSUMER_MSGS)
+		record(&c->got[c->n++], d);
+	if (c->hook)
+		c->hook(c, d);
+}
+
+int h_consume(struct h *h, int i, const char *queue, uint32_t prefetch)
+{
+	struct consumer *c = &h->cons[i];
+	assert_null(c->c);
+	return broker_consume(h->b, queue, strlen(queue), prefetch, on_delivery, c, &c->c);
+}
+
+void h_cancel(struct h *h, int i)
+{
+	struct consumer *c = &h->cons[i];
+	assert_non_null(c->c);
+	broker_consumer_cancel(c->c);
+	c->c = NULL;
+}
+
+void h_cancel_all(struct h *h)
+{
+	for (int i = 0; i < H_CONSUMERS; i++)
+		if (h->cons[i].c)
+			h_cancel(h, i);
+}
+
+void h_consumer_forget(struct h *h, int i) { forget(h->cons[i].got, &h->cons[i].n); }
+
+int h_ack(struct h *h, const char *queue, const char *delivery_id)
+{
+	return broker_ack(h->b, queue, strlen(queue), delivery_id, strlen(delivery_id));
+}
+
+int h_nack(struct h *h, const char *queue, const char *delivery_id, bool requeue)
+{
+	return broker_nack(h->b, queue, strlen(queue), delivery_id, strlen(delivery_id), requeue);
+}
+
+static void on_pull(void *arg, int err, const struct broker_delivery *ds, size_t n)
+{
+	struct pull_result *r = arg;
+	r->calls++;
+	r->err = err;
+	r->p = NULL;
+	for (size_t k = 0; k < n && r->n < H_PULL_MSGS; k++)
+		record(&r->got[r->n++], &ds[k]);
+	if (r->hook)
+		r->hook(r);
+}
+
+int h_pull(struct h *h, int i, const char *queue, uint32_t max, uint64_t wait_ms)
+{
+	struct pull_result *r = &h->pulls[i];
+	assert_null(r->p);
+	forget(r->got, &r->n);
+	r->calls = 0;
+	r->err = 0;
+	return broker_pull(h->b, queue, strlen(queue), max, wait_ms, on_pull, r, &r->p);
+}
+
+void h_pull_cancel(struct h *h, int i)
+{
+	struct pull_result *r = &h->pulls[i];
+	assert_non_null(r->p);
+	broker_pull_cancel(r->p);
+	r->p = NULL;
+}
+
+static void on_qconf(void *arg, int err)
+{
+	int *res = arg;
+	res[0]++;
+	res[1] = err;
+}
+
+int h_qconf(struct h *h, const char *queue, const struct broker_qconf *conf)
+{
+	int res[2] = {0, 0};
+	const char *why = NULL;
+	int rc = broker_queue_configure(h->b, queue, strlen(queue), conf, on_qconf, res, &why);
+	if (rc != 0) {
+		assert_non_null(why);
+		return rc;
+	}
+	assert_true(h_wait_count(h, &res[0], 1));
+	h_settle(h);
+	assert_int_equal(res[0], 1);
+	return res[1];
+}
+
+int h_bind(struct h *h, const char *queue, const char *const *patterns)
+{
+	size_t n = 0, lens[TERN_QUEUE_BINDS_MAX + 8];
+	while (patterns && patterns[n]) {
+		assert_true(n < TERN_QUEUE_BINDS_MAX + 8);
+		lens[n] = strlen(patterns[n]);
+		n++;
+	}
+	struct broker_qconf c = {.has_bind = true, .bind = patterns, .bind_lens = lens, .nbind = n};
+	return h_qconf(h, queue, &c);
+}
+
+void h_qinfo(struct h *h, const char *queue, struct broker_qinfo *out)
+{
+	memset(out, 0, sizeof(*out));
+	int rc = broker_queue_info(h->b, queue, strlen(queue), out);
+	if (rc != 0)
+		fail_msg("broker_queue_info %s: %d", queue, rc);
 }
 
 int h_run(const char *group, const struct CMUnitTest *tests, size_t n, int argc, char **argv)

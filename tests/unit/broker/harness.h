@@ -72,6 +72,48 @@ struct hist_result {
 	size_t n;
 };
 
+/* --- queues (additions for test_queue*.c) --- */
+
+/* Consumers a test may record, deliveries each may hold; pulls likewise. */
+#define H_CONSUMERS 8
+#define H_CONSUMER_MSGS 256
+#define H_PULLS 4
+#define H_PULL_MSGS 64
+
+/* One delivery as a consumer or a pull saw it: copies of the strings, and a
+ * reference to the message. */
+struct h_delivery {
+	char queue[TERN_NAME_MAX_BYTES + 1];
+	char delivery_id[48];
+	struct tern_msg *msg;
+	bool from_channel;
+	uint32_t attempt;
+};
+
+/* A recording consumer (h->cons[i]). */
+struct consumer {
+	struct h *h;
+	struct broker_consumer *c; /* NULL once cancelled */
+	struct h_delivery got[H_CONSUMER_MSGS];
+	size_t n;
+	/* Run from inside the delivery callback, after recording. */
+	void (*hook)(struct consumer *c, const struct broker_delivery *d);
+	void *hook_arg;
+};
+
+/* A recording pull (h->pulls[i]). */
+struct pull_result {
+	struct h *h;
+	struct broker_pull *p; /* NULL once answered or cancelled */
+	int calls;	       /* must end at exactly 1, or 0 when cancelled */
+	int err;
+	struct h_delivery got[H_PULL_MSGS];
+	size_t n;
+	/* Run from inside the callback, after recording. */
+	void (*hook)(struct pull_result *r);
+	void *hook_arg;
+};
+
 struct h {
 	char dir[256];
 	struct broker_config cfg; /* set by h_setup; tests may change it before h_open */
@@ -84,6 +126,9 @@ struct h {
 	uint64_t notifies;
 
 	struct recorder rec[H_RECORDERS];
+	/* Queues: teardown cancels consumers and unanswered pulls still here. */
+	struct consumer cons[H_CONSUMERS];
+	struct pull_result pulls[H_PULLS];
 };
 
 /* cmocka setup/teardown: a fresh temp dir and defaults in h->cfg (history
@@ -143,6 +188,45 @@ void h_assert_seqs(struct h *h, int i, uint64_t first, uint64_t last);
 /* A channel's last seq and subscribers through broker_channel_info. */
 uint64_t h_last_seq(struct h *h, const char *chan);
 uint64_t h_subscribers(struct h *h, const char *chan);
+
+/* --- queues --- */
+
+/* h_advance(ms), then broker_tick and broker_poll: ack timeouts and pull
+ * waits that are due expire now. */
+void h_tick(struct h *h, int64_t ms);
+
+/* Enqueues data (a NUL-terminated string) and returns broker_enqueue's
+ * result; on 0 r->calls becomes 1 later. h_enq also waits for the callback
+ * and returns its err (or the immediate error). */
+int h_enq_async(struct h *h, const char *queue, const char *data, const char *idem,
+		struct pub_result *r);
+int h_enq(struct h *h, const char *queue, const char *data, const char *idem,
+	  struct pub_result *r);
+
+/* Registers consumer i on queue; returns broker_consume's result. */
+int h_consume(struct h *h, int i, const char *queue, uint32_t prefetch);
+/* broker_consumer_cancel on consumer i (its records stay). */
+void h_cancel(struct h *h, int i);
+/* Cancels every consumer still registered (before h_close/h_reopen). */
+void h_cancel_all(struct h *h);
+/* Drops consumer i's recorded deliveries. */
+void h_consumer_forget(struct h *h, int i);
+
+int h_ack(struct h *h, const char *queue, const char *delivery_id);
+int h_nack(struct h *h, const char *queue, const char *delivery_id, bool requeue);
+
+/* Starts pull i (its result reset first); returns broker_pull's result. */
+int h_pull(struct h *h, int i, const char *queue, uint32_t max, uint64_t wait_ms);
+/* broker_pull_cancel on pull i. */
+void h_pull_cancel(struct h *h, int i);
+
+/* Configures and waits for the commit; returns the immediate error or the
+ * callback's err. Fails the test when the callback does not run exactly once. */
+int h_qconf(struct h *h, const char *queue, const struct broker_qconf *conf);
+/* Binds queue to patterns (a NULL-terminated list; none: unbind). */
+int h_bind(struct h *h, const char *queue, const char *const *patterns);
+/* broker_queue_info, failing the test on error. */
+void h_qinfo(struct h *h, const char *queue, struct broker_qinfo *out);
 
 /* Runs the cmocka group, or, with argv[1], only the test of that exact name
  * (ctest registers each test on its own). An unknown name is a failure. */
