@@ -1,5 +1,6 @@
 /* The link's core: creation and teardown, the read path and frame dispatch, settings,
  * heartbeats, goaway and drain. The writer is in link_write.c, streams in link_calls.c. */
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -559,6 +560,8 @@ static void store_status(tern_link *l, int code, const char *msg, bool retryable
 
 static void finalize(tern_link *l) {
   link_calls_reap(l);
+  assert(lq_empty(&l->calls) && lq_empty(&l->done) && l->n_local + l->n_remote == 0);
+  assert(l->wbuf_busy == 0 && !l->resolving);
   link_status st = {.code = l->close_code, .retryable = l->close_retryable,
                     .message = l->close_msg};
   if (!l->silent) {

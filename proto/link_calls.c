@@ -1,5 +1,6 @@
 /* Streams: the id map, receiving (message splitting, delivery, credit), ends, deadlines and the
  * server side of a call's opening. The API half of calls is in link_rpc.c. */
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,6 +97,7 @@ int link_call_alloc(tern_link *l, bool server, uint32_t id, link_call **out) {
 }
 
 static void free_call(link_call *c) {
+  assert(c->done && !lq_linked(&c->rnode) && !lq_linked(&c->wnode) && !lq_linked(&c->dnode));
   if (c->sbuf != c->inl) free(c->sbuf);
   free(c->rbuf);
   free(c->st_detail);
