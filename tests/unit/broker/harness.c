@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <ftw.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -488,6 +489,7 @@ static void on_pull(void *arg, int err, const struct broker_delivery *ds, size_t
 	r->calls++;
 	r->err = err;
 	r->p = NULL;
+	r->total = n;
 	for (size_t k = 0; k < n && r->n < H_PULL_MSGS; k++)
 		record(&r->got[r->n++], &ds[k]);
 	if (r->hook)
@@ -501,6 +503,7 @@ int h_pull(struct h *h, int i, const char *queue, uint32_t max, uint64_t wait_ms
 	forget(r->got, &r->n);
 	r->calls = 0;
 	r->err = 0;
+	r->total = 0;
 	return broker_pull(h->b, queue, strlen(queue), max, wait_ms, on_pull, r, &r->p);
 }
 
@@ -552,6 +555,25 @@ void h_qinfo(struct h *h, const char *queue, struct broker_qinfo *out)
 	int rc = broker_queue_info(h->b, queue, strlen(queue), out);
 	if (rc != 0)
 		fail_msg("broker_queue_info %s: %d", queue, rc);
+}
+
+int h_db_int(struct h *h, const char *sql, const char *arg)
+{
+	char path[512];
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	snprintf(path, sizeof(path), "%s/tern.db", h->dir);
+	assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+		fail_msg("%s: %s", sql, sqlite3_errmsg(db));
+	if (arg)
+		sqlite3_bind_text(st, 1, arg, -1, SQLITE_TRANSIENT);
+	int rc = sqlite3_step(st);
+	int v = rc == SQLITE_ROW ? sqlite3_column_int(st, 0) : -1;
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	assert_int_equal(rc, SQLITE_ROW);
+	return v;
 }
 
 int h_run(const char *group, const struct CMUnitTest *tests, size_t n, int argc, char **argv)

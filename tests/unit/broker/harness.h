@@ -109,6 +109,7 @@ struct pull_result {
 	int err;
 	struct h_delivery got[H_PULL_MSGS];
 	size_t n;
+	size_t total; /* deliveries in the answer, recorded or not */
 	/* Run from inside the callback, after recording. */
 	void (*hook)(struct pull_result *r);
 	void *hook_arg;
@@ -227,6 +228,11 @@ int h_qconf(struct h *h, const char *queue, const struct broker_qconf *conf);
 int h_bind(struct h *h, const char *queue, const char *const *patterns);
 /* broker_queue_info, failing the test on error. */
 void h_qinfo(struct h *h, const char *queue, struct broker_qinfo *out);
+
+/* Runs sql (one row, one integer column; ?1 bound to arg when not NULL) on
+ * h->dir/tern.db through a read-only connection of its own: what another
+ * process would find on disk. */
+int h_db_int(struct h *h, const char *sql, const char *arg);
 
 /* Runs the cmocka group, or, with argv[1], only the test of that exact name
  * (ctest registers each test on its own). An unknown name is a failure. */

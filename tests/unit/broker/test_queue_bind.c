@@ -103,6 +103,81 @@ static void bind_copies_into_every_bound_queue(void **state)
 	assert_int_equal(qi.unacked, 1);
 }
 
+static void copies_on_disk(struct pub_result *r)
+{
+	struct h *h = r->hook_arg;
+	/* Inside the publisher's ok: both copies are committed. */
+	assert_int_equal(h_db_int(h, "SELECT count(*) FROM qmsgs WHERE id = ?1", r->id), 2);
+}
+
+static void bind_copies_durable_before_ok(void **state)
+{
+	struct h *h = *state;
+	h_open(h);
+	assert_int_equal(h_bind(h, "d1", orders), 0);
+	assert_int_equal(h_bind(h, "d2", orders), 0);
+	struct pub_result r = {.hook = copies_on_disk, .hook_arg = h};
+	assert_int_equal(h_pub(h, "orders:5", "five", NULL, &r), 0);
+	h_settle(h);
+	assert_int_equal(r.calls, 1);
+	assert_int_equal(ready(h, "d1"), 1);
+	assert_int_equal(ready(h, "d2"), 1);
+}
+
+/* A pull waiting on a bound queue is answered by a publish. */
+static void bind_copy_answers_waiting_pull(void **state)
+{
+	struct h *h = *state;
+	h_open(h);
+	assert_int_equal(h_bind(h, "wp", orders), 0);
+	struct pull_result *p = &h->pulls[0];
+	assert_int_equal(h_pull(h, 0, "wp", 10, 10000), 0);
+	h_settle(h);
+	assert_int_equal(p->calls, 0);
+	struct pub_result r = {0};
+	static const unsigned char raw[] = {1, 0, 2};
+	struct broker_pub pub = {.chan = "orders:b", .chan_len = 8, .data = raw,
+				 .data_len = sizeof(raw), .enc = TERN_ENC_BASE64};
+	assert_int_equal(h_pub_req(h, &pub, &r), 0);
+	assert_true(h_wait_count(h, &p->calls, 1));
+	assert_int_equal(p->n, 1);
+	assert_true(p->got[0].from_channel);
+	assert_int_equal(p->got[0].msg->enc, TERN_ENC_BASE64);
+	assert_int_equal(p->got[0].msg->data_len, sizeof(raw));
+	assert_memory_equal(p->got[0].msg->data, raw, sizeof(raw));
+	assert_string_equal(p->got[0].msg->id, r.id);
+	assert_int_equal(p->got[0].msg->seq, r.seq);
+}
+
+/* More queues match one channel than one publish copies into
+ * (TERN_QUEUE_COPIES_MAX): a publish must not drop copies silently, it
+ * either copies into all of them or is refused. */
+static void bind_many_queues_no_silent_loss(void **state)
+{
+	struct h *h = *state;
+	enum { M = TERN_QUEUE_COPIES_MAX + 1 };
+	h_open(h);
+	static const char *const fan[] = {"fan:*", NULL};
+	for (int i = 0; i < M; i++) {
+		char q[16];
+		snprintf(q, sizeof(q), "f%d", i);
+		assert_int_equal(h_bind(h, q, fan), 0);
+	}
+	struct pub_result r = {0};
+	int rc = h_pub(h, "fan:1", "x", NULL, &r);
+	h_settle(h);
+	int copied = 0;
+	for (int i = 0; i < M; i++) {
+		char q[16];
+		snprintf(q, sizeof(q), "f%d", i);
+		copied += (int)ready(h, q);
+	}
+	if (rc == 0 && copied != M)
+		fail_msg("publish ok but %d of %d bound queues got a copy", copied, M);
+	if (rc != 0)
+		assert_int_equal(copied, 0);
+}
+
 static void bind_pattern_forms(void **state)
 {
 	struct h *h = *state;
@@ -559,6 +634,9 @@ int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_h(bind_copies_into_every_bound_queue),
+		cmocka_unit_test_h(bind_copies_durable_before_ok),
+		cmocka_unit_test_h(bind_copy_answers_waiting_pull),
+		cmocka_unit_test_h(bind_many_queues_no_silent_loss),
 		cmocka_unit_test_h(bind_pattern_forms),
 		cmocka_unit_test_h(bind_copy_survives_reopen),
 		cmocka_unit_test_h(bind_copy_dead_lettered_keeps_channel),

@@ -171,6 +171,42 @@ static void pull_max_respected(void **state)
 	assert_got(&r->got[0], "pm", "m5", 1);
 }
 
+/* More than fit in the engine's on-stack answer (64): all in one answer, in
+ * order. */
+static void pull_large_batch(void **state)
+{
+	struct h *h = *state;
+	enum { M = 150 };
+	h_open(h);
+	struct pub_result r[M];
+	memset(r, 0, sizeof(r));
+	for (int k = 0; k < M; k++) {
+		char data[16];
+		snprintf(data, sizeof(data), "m%d", k + 1);
+		assert_int_equal(h_enq_async(h, "pl", data, NULL, &r[k]), 0);
+	}
+	for (int k = 0; k < M; k++)
+		assert_true(h_wait_count(h, &r[k].calls, 1));
+	for (int k = 0; k < M; k++)
+		assert_int_equal(r[k].err, 0);
+	struct pull_result *p = &h->pulls[0];
+	assert_int_equal(h_pull(h, 0, "pl", TERN_QUEUE_PULL_MAX, 0), 0);
+	assert_true(h_wait_count(h, &p->calls, 1));
+	assert_int_equal(p->err, 0);
+	assert_int_equal(p->total, M);
+	assert_int_equal(p->n, H_PULL_MSGS);
+	for (size_t k = 0; k < p->n; k++) {
+		char data[16];
+		snprintf(data, sizeof(data), "m%zu", k + 1);
+		assert_got(&p->got[k], "pl", data, 1);
+		assert_string_equal(p->got[k].msg->id, r[k].id);
+	}
+	struct broker_qinfo qi;
+	h_qinfo(h, "pl", &qi);
+	assert_int_equal(qi.unacked, M);
+	assert_int_equal(qi.ready, 0);
+}
+
 static void pull_timeout_redelivers(void **state)
 {
 	struct h *h = *state;
@@ -309,6 +345,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_h(pull_waiting_served_before_consumers),
 		cmocka_unit_test_h(pull_empty_after_wait),
 		cmocka_unit_test_h(pull_max_respected),
+		cmocka_unit_test_h(pull_large_batch),
 		cmocka_unit_test_h(pull_timeout_redelivers),
 		cmocka_unit_test_h(pull_cancel_waiting),
 		cmocka_unit_test_h(pull_cancel_gives_deliveries_back),
