@@ -53,9 +53,10 @@ def check(cond, what, *detail):
         raise TestFailure(what + ((" | " + extra) if extra else ""))
 
 
-def check_eq(got, want, what):
+def check_eq(got, want, what, *detail):
     if got != want:
-        raise TestFailure("%s: got %r, want %r" % (what, got, want))
+        extra = " | ".join(repr(d) for d in detail)
+        raise TestFailure("%s: got %r, want %r%s" % (what, got, want, (" | " + extra) if extra else ""))
 
 
 def free_port():
