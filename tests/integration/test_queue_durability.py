@@ -99,7 +99,8 @@ async def test_sigkill_loses_no_acknowledged_enqueue():
         after = await Q.drain(c, q, idle_s=2.0)
         after_ids = [f["id"] for f in after]
         check_eq(len(after_ids), len(set(after_ids)), "no message delivered twice after the restart")
-        missing = [i for i in enq if i not in acked and i not in set(after_ids)]
+        after_set = set(after_ids)
+        missing = [i for i in enq if i not in acked and i not in after_set]
         check(not missing, "every acknowledged enqueue not yet acked survives SIGKILL (%d missing of %d)"
               % (len(missing), len(enq)), missing[:5])
         for f in after:

@@ -120,7 +120,6 @@ async def test_wrong_types_and_missing_fields():
         ("consume", {"queue": q, "prefetch": -1}),
         ("consume", {"queue": q, "prefetch": "10"}),
         ("consume", {"queue": q, "prefetch": 2.5}),
-        ("consume", {"queue": q, "prefetch": None}),
         ("ack", {"queue": q}),                            # no delivery_id
         ("ack", {"delivery_id": "x"}),                    # no queue
         ("ack", {"queue": q, "delivery_id": 12}),

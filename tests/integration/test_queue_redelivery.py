@@ -57,10 +57,10 @@ async def test_competing_consumers_disjoint_and_complete():
         await asyncio.wait_for(done.wait(), T.WAIT_S * 3)
     except asyncio.TimeoutError:
         raise T.TestFailure("only %d of %d messages delivered" % (sum(len(g) for g in got), n_msgs))
+    done.set()
+    await asyncio.gather(*tasks)  # each ends within 0.5 s; then nobody else reads
     for c in consumers:
         check_eq(await c.quiet(q), [], "nothing more after every message was acked")
-    done.set()
-    await asyncio.gather(*tasks)
     all_ids = [g[0] for gs in got for g in gs]
     check_eq(len(all_ids), n_msgs, "exactly one delivery per message")
     check_eq(set(all_ids), set(enq), "deliveries cover every enqueued message")
