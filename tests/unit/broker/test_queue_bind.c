@@ -150,30 +150,37 @@ static void bind_copy_answers_waiting_pull(void **state)
 }
 
 /* More queues match one channel than one publish copies into
- * (TERN_QUEUE_COPIES_MAX): a publish must not drop copies silently, it
- * either copies into all of them or is refused. */
+ * (TERN_QUEUE_COPIES_MAX): copies must not be dropped silently. The bound
+ * may be enforced when binding (the last bind refused) or when publishing
+ * (the publish refused, no copy anywhere); otherwise every bound queue gets
+ * its copy. */
 static void bind_many_queues_no_silent_loss(void **state)
 {
 	struct h *h = *state;
 	enum { M = TERN_QUEUE_COPIES_MAX + 1 };
 	h_open(h);
 	static const char *const fan[] = {"fan:*", NULL};
+	int bound = 0;
 	for (int i = 0; i < M; i++) {
 		char q[16];
 		snprintf(q, sizeof(q), "f%d", i);
-		assert_int_equal(h_bind(h, q, fan), 0);
+		int rc = h_bind(h, q, fan);
+		if (rc == TERN_EBADREQ && i == M - 1)
+			break; /* refused at the bound: a stated policy */
+		assert_int_equal(rc, 0);
+		bound++;
 	}
 	struct pub_result r = {0};
 	int rc = h_pub(h, "fan:1", "x", NULL, &r);
 	h_settle(h);
 	int copied = 0;
-	for (int i = 0; i < M; i++) {
+	for (int i = 0; i < bound; i++) {
 		char q[16];
 		snprintf(q, sizeof(q), "f%d", i);
 		copied += (int)ready(h, q);
 	}
-	if (rc == 0 && copied != M)
-		fail_msg("publish ok but %d of %d bound queues got a copy", copied, M);
+	if (rc == 0 && copied != bound)
+		fail_msg("publish ok but %d of %d bound queues got a copy", copied, bound);
 	if (rc != 0)
 		assert_int_equal(copied, 0);
 }
