@@ -425,6 +425,7 @@ out_free:
 void broker_close(struct broker *b)
 {
 	b->closing = true;
+	queues_record_inflight(b);
 	store_close(b->store);
 	store_poll(b->store); /* publishers get their answers; channels drain */
 	queues_poll(b);

@@ -59,6 +59,9 @@ int64_t broker_now_ms(struct broker *b);
 /* queue.c */
 int queues_load(struct broker *b, char *why, size_t why_len);
 void queues_free(struct broker *b);
+/* Before a clean close: records the attempt of every unacked delivery, so
+ * after a restart attempt counts are exact (only a crash may undercount). */
+void queues_record_inflight(struct broker *b);
 /* A queue's name (for store ops that outlive the call: queues live until close). */
 const char *queue_name(const struct queue *q, size_t *len);
 /* Queue copies for a publish on chan: fills targets (up to max) with the

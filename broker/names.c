@@ -1,6 +1,7 @@
 #include "names.h"
 
 #include <stdbool.h>
+#include <string.h>
 
 #include "tern_err.h"
 #include "tern_limits.h"
@@ -101,5 +102,10 @@ int names_check_channel(const char *name, size_t len, const char **why)
 
 int names_check_queue(const char *name, size_t len, const char **why)
 {
+	/* Queues stop at 250 bytes so that "{q}.dlq" always fits: a dead-letter
+	 * queue of such a queue is a valid name up to 254 bytes. */
+	if (len > TERN_QUEUE_NAME_MAX_BYTES && len <= TERN_QUEUE_NAME_MAX_BYTES + 4 &&
+	    memcmp(name + len - 4, ".dlq", 4) == 0)
+		return check(name, len, TERN_NAME_MAX_BYTES, why);
 	return check(name, len, TERN_QUEUE_NAME_MAX_BYTES, why);
 }

@@ -9,7 +9,8 @@
  * Returns 0, or TERN_EBADNAME with *why set to a static English reason. */
 int names_check_channel(const char *name, size_t len, const char **why);
 
-/* As names_check_channel, with the queue limit of 250 bytes. */
+/* As names_check_channel, with the queue limit of 250 bytes (254 for the
+ * dead-letter queue "{q}.dlq" of a 250-byte queue). */
 int names_check_queue(const char *name, size_t len, const char **why);
 
 /* Decodes one UTF-8 code point from s[0..len). Returns its byte length (1-4)

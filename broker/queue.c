@@ -577,8 +577,10 @@ void broker_consumer_cancel(struct broker_consumer *c)
 		q->rr = c->link.prev;
 	list_remove(&c->link);
 	q->nconsumers--;
+	/* Newest first: each goes to the head, so the oldest ends up first and
+	 * the given-back work keeps its order ahead of newer messages. */
 	while (!list_empty(&c->deliveries)) {
-		struct delivery *d = container_of(c->deliveries.next, struct delivery, clink);
+		struct delivery *d = container_of(c->deliveries.prev, struct delivery, clink);
 		delivery_fail(d, true);
 	}
 	free(c);
@@ -660,8 +662,10 @@ int broker_pull(struct broker *b, const char *queue, size_t len, uint32_t max, u
 void broker_pull_cancel(struct broker_pull *p)
 {
 	list_remove(&p->link);
-	for (size_t i = 0; i < p->ngot; i++)
+	for (size_t i = p->ngot; i-- > 0;) /* newest first: see broker_consumer_cancel */
 		delivery_fail(p->got[i], true);
+	if (p->ngot)
+		schedule_dispatch(p->q);
 	free(p->got);
 	free(p);
 }
@@ -671,7 +675,7 @@ static void run_pull(struct broker_pull *p)
 	struct broker_delivery views[64] = {0}, *v = views;
 	if (p->ngot > 64 && !(v = calloc(p->ngot, sizeof(*v)))) {
 		p->cb(p->arg, TERN_EUNAVAIL, NULL, 0);
-		for (size_t i = 0; i < p->ngot; i++)
+		for (size_t i = p->ngot; i-- > 0;)
 			delivery_fail(p->got[i], true);
 	} else {
 		for (size_t i = 0; i < p->ngot; i++)
@@ -713,13 +717,19 @@ void broker_tick(struct broker *b)
 	struct hmap_node *n = NULL;
 	while ((n = hmap_next(&b->queues, &bucket, n)) != NULL) {
 		struct queue *q = container_of(n, struct queue, node);
-		bool failed = false;
-		while (!list_empty(&q->inflight)) {
-			struct delivery *d = container_of(q->inflight.next, struct delivery, tlink);
-			if (d->deadline_ms > now)
+		/* The expired ones are a prefix of inflight; failing them from the
+		 * last to the first keeps their order at the head of the queue. */
+		struct list *last = &q->inflight;
+		for (struct list *pos = q->inflight.next; pos != &q->inflight; pos = pos->next) {
+			if (container_of(pos, struct delivery, tlink)->deadline_ms > now)
 				break;
-			delivery_fail(d, true);
-			failed = true;
+			last = pos;
+		}
+		bool failed = last != &q->inflight;
+		while (last != &q->inflight) {
+			struct list *prev = last->prev;
+			delivery_fail(container_of(last, struct delivery, tlink), true);
+			last = prev;
 		}
 		struct list *pos, *tmp;
 		list_foreach_safe(pos, tmp, &q->waiters) {
@@ -990,6 +1000,20 @@ int queues_load(struct broker *b, char *why, size_t why_len)
 	if (rc != 0)
 		snprintf(why, why_len, "cannot load queues from the data dir");
 	return rc;
+}
+
+void queues_record_inflight(struct broker *b)
+{
+	size_t bucket = 0;
+	struct hmap_node *n = NULL;
+	while ((n = hmap_next(&b->queues, &bucket, n)) != NULL) {
+		struct queue *q = container_of(n, struct queue, node);
+		struct list *pos;
+		for (pos = q->inflight.next; pos != &q->inflight; pos = pos->next) {
+			struct delivery *d = container_of(pos, struct delivery, tlink);
+			submit_simple(q, STORE_OP_QATTEMPT, d->m->qseq, d->m->attempt);
+		}
+	}
 }
 
 void queues_free(struct broker *b)

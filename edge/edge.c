@@ -33,6 +33,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 	case LWS_CALLBACK_ESTABLISHED:
 	case LWS_CALLBACK_RECEIVE:
 	case LWS_CALLBACK_SERVER_WRITEABLE:
+	case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
 	case LWS_CALLBACK_CLOSED:
 		return session_ws_callback(wsi, reason, user, in, len);
 	case LWS_CALLBACK_HTTP:
@@ -64,6 +65,9 @@ static const struct lws_protocols protocols[] = {
 static void finish_shutdown(struct edge *e)
 {
 	uv_timer_stop(&e->tick);
+	uv_check_stop(&e->flush);
+	while (!list_empty(&e->dirty))
+		session_undirty(container_of(e->dirty.next, struct session, dirty_link));
 	echan_drop_all(e);
 	e->destroyed = true;
 	lws_context_destroy(e->ctx); /* lws finishes closing on the loop */
@@ -185,6 +189,9 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 	e->wbuf = malloc(LWS_PRE + TERN_EDGE_WRITE_BATCH_BYTES);
 	uv_timer_init(e->loop, &e->tick);
 	e->tick.data = e;
+	list_init(&e->dirty);
+	uv_check_init(e->loop, &e->flush);
+	e->flush.data = e;
 
 	struct lws_context_creation_info info;
 	void *loops[1] = {e->loop};
@@ -209,6 +216,7 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 		frame_unref(e->hb_frame);
 		free(e->wbuf);
 		uv_close((uv_handle_t *)&e->tick, NULL);
+		uv_close((uv_handle_t *)&e->flush, NULL);
 		hmap_destroy(&e->chans);
 		free(e);
 		return TERN_EINTERNAL;
@@ -219,11 +227,17 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 	return 0;
 }
 
-static void on_tick_closed(uv_handle_t *h)
+static void on_flush_closed(uv_handle_t *h)
 {
 	struct edge *e = h->data;
 	hmap_destroy(&e->chans);
 	free(e);
+}
+
+static void on_tick_closed(uv_handle_t *h)
+{
+	struct edge *e = h->data;
+	uv_close((uv_handle_t *)&e->flush, on_flush_closed);
 }
 
 void edge_free(struct edge *e)

@@ -39,6 +39,8 @@ struct edge {
 	uv_timer_t tick;
 	struct frame *hb_frame; /* {"op":"heartbeat"}, shared */
 	unsigned char *wbuf;	/* LWS_PRE + TERN_EDGE_WRITE_BATCH_BYTES scratch for writes */
+	struct list dirty;	/* sessions with frames queued this loop turn */
+	uv_check_t flush;	/* writes them after the loop's I/O phase */
 	uint64_t conn_counter;
 	char conn_prefix[20];
 	bool shutting_down;
@@ -92,6 +94,7 @@ struct esub {
 
 struct session {
 	struct list link;
+	struct list dirty_link; /* in edge->dirty */
 	struct edge *e;
 	struct lws *wsi;  /* NULL once lws closed it */
 	uint32_t refs;	  /* the wsi's and each request in flight */
@@ -127,6 +130,10 @@ void session_send_ok(struct session *s, bool has_ref, uint64_t ref, const char *
 void session_put(struct session *s);
 void session_close(struct session *s, int code);
 void sessions_tick(struct edge *e);
+/* Writes what dirty sessions have queued (the uv_check callback). */
+void sessions_flush(struct edge *e);
+/* Takes s off the dirty list (it is closing or gone). */
+void session_undirty(struct session *s);
 
 /* qsession.c */
 int qsession_handle(struct session *s, const struct wire_req *req, const char **why);

@@ -31,7 +31,6 @@ struct rest_req {
 	/* queue requests in flight */
 	struct broker_pull *pull;
 	size_t nsettle, nsettled, nunknown;
-	bool method_nack;
 	struct fbuf unknown; /* the unknown ids, as a JSON list body */
 	/* channel name for GET handlers */
 	char chan[TERN_NAME_MAX_BYTES + 1];

@@ -289,8 +289,7 @@ static void settle_reply(struct rest_req *r)
 	size_t ok = r->nsettle - r->nunknown;
 	if (r->nunknown == 0) {
 		fbuf_init(&b, 48);
-		fbuf_printf(&b, r->method_nack ? "{\"acked\":%zu,\"nacked\":%zu}" : "{\"acked\":%zu}",
-			    ok, ok);
+		fbuf_printf(&b, "{\"acked\":%zu}", ok); /* nack answers "as ack" */
 		respond_json(r, 200, &b);
 		return;
 	}
@@ -313,7 +312,7 @@ static void settle_reply(struct rest_req *r)
 	fbuf_puts(&b, ",\"retryable\":false,\"delivery_ids\":");
 	if (list)
 		fbuf_put(&b, frame_payload(list), list->len);
-	fbuf_printf(&b, "},\"acked\":%zu}", ok);
+	fbuf_puts(&b, "}}");
 	frame_unref(mf);
 	frame_unref(list);
 	respond_json(r, 404, &b);
@@ -355,7 +354,6 @@ static void post_settle(struct rest_req *r, bool ack)
 			return;
 		}
 	}
-	r->method_nack = !ack;
 	r->nsettle = json_array_size(ids);
 	fbuf_init(&r->unknown, 64);
 	fbuf_puts(&r->unknown, "[");
@@ -409,6 +407,11 @@ void rest_queue_route(struct rest_req *r, const char *rest)
 		if (strip_suffix(rest, suffixes[i], &name_len))
 			which = i;
 	const char *why;
+	/* "/v1/queues/{q}/other": not a sub-resource we have. */
+	if (memchr(rest, '/', name_len)) {
+		respond_error(r, TERN_ENOTFOUND, "no such endpoint");
+		return;
+	}
 	int rc = names_check_queue(rest, name_len, &why);
 	if (rc != 0) {
 		respond_error(r, rc, why);

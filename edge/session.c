@@ -13,6 +13,11 @@
  * which does not reach the wire from a writeable callback in lws 4.1. */
 #define LWS_WRITE_CLOSE_FRAME ((enum lws_write_protocol)4)
 
+static void sessions_flush_cb(uv_check_t *h)
+{
+	sessions_flush(h->data);
+}
+
 struct pub_ctx {
 	struct session *s;
 	bool has_ref;
@@ -29,6 +34,7 @@ static struct session *session_new(struct edge *e, struct lws *wsi)
 	s->refs = 1;
 	list_init(&s->subs);
 	list_init(&s->consumers);
+	list_init(&s->dirty_link);
 	list_insert_tail(&e->sessions, &s->link);
 	snprintf(s->id, sizeof(s->id), "%s-%llx", e->conn_prefix,
 		 (unsigned long long)++e->conn_counter);
@@ -52,6 +58,7 @@ void session_put(struct session *s)
 {
 	if (--s->refs)
 		return;
+	session_undirty(s);
 	queue_clear(s);
 	free(s->q);
 	free(s->rx);
@@ -114,8 +121,20 @@ void session_send(struct session *s, struct frame *f)
 		session_close(s, 1011);
 		return;
 	}
-	if (s->qlen == 1)
-		lws_callback_on_writable(s->wsi);
+	if (!list_linked(&s->dirty_link)) {
+		struct edge *e = s->e;
+		if (list_empty(&e->dirty))
+			uv_check_start(&e->flush, (uv_check_cb)sessions_flush_cb);
+		list_insert_tail(&e->dirty, &s->dirty_link);
+	}
+}
+
+void session_undirty(struct session *s)
+{
+	if (list_linked(&s->dirty_link)) {
+		list_remove(&s->dirty_link);
+		list_init(&s->dirty_link);
+	}
 }
 
 static void send_owned(struct session *s, struct frame *f)
@@ -347,6 +366,43 @@ static int write_batch(struct session *s, int *frames)
 	return 0;
 }
 
+/* Writes s's queue now, without waiting for a writable event: a socket
+ * usually has room, and arming POLLOUT per delivery (an epoll_ctl each way)
+ * cost as much as the send itself. Only a socket that is full, or a close to
+ * send, waits for lws's writable callback. */
+static void flush_now(struct session *s)
+{
+	int n = 0;
+	if (!s->wsi)
+		return;
+	if (s->close_code || lws_partial_buffered(s->wsi)) {
+		lws_callback_on_writable(s->wsi);
+		return;
+	}
+	while (s->qlen && n < TERN_SESSION_WRITES_PER_TURN && !lws_partial_buffered(s->wsi)) {
+		if (write_batch(s, &n) != 0) {
+			session_close(s, 1011);
+			return;
+		}
+	}
+	if (n)
+		s->last_tx_ms = edge_now_ms(s->e);
+	if (s->qlen)
+		lws_callback_on_writable(s->wsi);
+	else
+		echan_resume_drained(s);
+}
+
+void sessions_flush(struct edge *e)
+{
+	while (!list_empty(&e->dirty)) {
+		struct session *s = container_of(e->dirty.next, struct session, dirty_link);
+		session_undirty(s);
+		flush_now(s);
+	}
+	uv_check_stop(&e->flush);
+}
+
 static int on_writeable(struct session *s)
 {
 	struct lws *wsi = s->wsi;
@@ -405,6 +461,7 @@ static void on_closed(struct session *s)
 	struct edge *e = s->e;
 	echan_drop_session(s);
 	qsession_drop(s);
+	session_undirty(s);
 	list_remove(&s->link);
 	s->wsi = NULL;
 	e->st.connections--;
@@ -431,6 +488,10 @@ int session_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
 		return *ps ? on_receive(*ps, in, len) : -1;
 	case LWS_CALLBACK_SERVER_WRITEABLE:
 		return *ps ? on_writeable(*ps) : -1;
+	case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+		/* After our own close frame this is the client's reply: the
+		 * handshake is complete, so close without echoing another. */
+		return *ps && (*ps)->close_sent ? -1 : 0;
 	case LWS_CALLBACK_CLOSED:
 		if (*ps)
 			on_closed(*ps);
