@@ -557,6 +557,47 @@ void h_qinfo(struct h *h, const char *queue, struct broker_qinfo *out)
 		fail_msg("broker_queue_info %s: %d", queue, rc);
 }
 
+void h_enq_range(struct h *h, const char *queue, int first, int last,
+		 char (*ids)[TERN_MSG_ID_MAX])
+{
+	for (int k = first; k <= last; k++) {
+		char data[32];
+		struct pub_result r = {0};
+		snprintf(data, sizeof(data), "m%d", k);
+		assert_int_equal(h_enq(h, queue, data, NULL, &r), 0);
+		assert_true(r.id[0] != 0);
+		if (ids)
+			snprintf(ids[k - first], TERN_MSG_ID_MAX, "%s", r.id);
+	}
+}
+
+void h_check_data(const struct tern_msg *m, const char *s, const char *file, int line)
+{
+	if (m->data_len == strlen(s) && memcmp(m->data, s, m->data_len) == 0)
+		return;
+	print_error("data '%.*s', expected '%s'\n", (int)m->data_len, (const char *)m->data, s);
+	_fail(file, line);
+}
+
+void h_check_chan(const struct tern_msg *m, const char *s, const char *file, int line)
+{
+	if (m->chan_len == strlen(s) && memcmp(m->chan, s, m->chan_len) == 0)
+		return;
+	print_error("chan '%.*s', expected '%s'\n", (int)m->chan_len, m->chan, s);
+	_fail(file, line);
+}
+
+void h_check_got(const struct h_delivery *d, const char *queue, const char *data,
+		 uint32_t attempt, const char *file, int line)
+{
+	h_check_data(d->msg, data, file, line);
+	if (strcmp(d->queue, queue) == 0 && d->attempt == attempt && d->delivery_id[0])
+		return;
+	print_error("delivery of queue '%s' attempt %u id '%s', expected '%s' attempt %u\n",
+		    d->queue, d->attempt, d->delivery_id, queue, attempt);
+	_fail(file, line);
+}
+
 int h_db_int(struct h *h, const char *sql, const char *arg)
 {
 	char path[512];

@@ -229,6 +229,21 @@ int h_bind(struct h *h, const char *queue, const char *const *patterns);
 /* broker_queue_info, failing the test on error. */
 void h_qinfo(struct h *h, const char *queue, struct broker_qinfo *out);
 
+/* Enqueues "m<first>".."m<last>", each durable before the next; ids[k] gets
+ * the id of m<first+k> when ids is not NULL. */
+void h_enq_range(struct h *h, const char *queue, int first, int last,
+		 char (*ids)[TERN_MSG_ID_MAX]);
+
+/* Checks that fail the test at the caller's line: a message's data or
+ * channel is exactly s; a delivery is of queue, with data and attempt. */
+#define h_assert_data(m, s) h_check_data(m, s, __FILE__, __LINE__)
+#define h_assert_chan(m, s) h_check_chan(m, s, __FILE__, __LINE__)
+#define h_assert_got(d, q, s, a) h_check_got(d, q, s, a, __FILE__, __LINE__)
+void h_check_data(const struct tern_msg *m, const char *s, const char *file, int line);
+void h_check_chan(const struct tern_msg *m, const char *s, const char *file, int line);
+void h_check_got(const struct h_delivery *d, const char *queue, const char *data,
+		 uint32_t attempt, const char *file, int line);
+
 /* Runs sql (one row, one integer column; ?1 bound to arg when not NULL) on
  * h->dir/tern.db through a read-only connection of its own: what another
  * process would find on disk. */

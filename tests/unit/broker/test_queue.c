@@ -1,61 +1,14 @@
 /* The queue engine (contract: "Queue guarantees (direct)"): FIFO delivery to
  * one consumer at a time, durability of enqueue and of unacked deliveries,
- * prefetch, round-robin, nack, ack timeouts on the fake clock, dead letters,
- * cancel, and acks of unknown or stale delivery ids. */
+ * prefetch, round-robin, nack, ack timeouts on the fake clock, cancel, acks
+ * of unknown or stale delivery ids, enqueue input. Dead letters are in
+ * test_queue_dlq.c. */
 #include "harness.h"
 
 #include <stdio.h>
 #include <string.h>
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
-
-/* Checks that fail the test at the caller's line. */
-#define assert_data(m, s) check_data(m, s, __FILE__, __LINE__)
-#define assert_chan(m, s) check_chan(m, s, __FILE__, __LINE__)
-#define assert_got(d, q, s, a) check_got(d, q, s, a, __FILE__, __LINE__)
-
-static void check_data(const struct tern_msg *m, const char *s, const char *file, int line)
-{
-	if (m->data_len == strlen(s) && memcmp(m->data, s, m->data_len) == 0)
-		return;
-	print_error("data '%.*s', expected '%s'\n", (int)m->data_len, (const char *)m->data, s);
-	_fail(file, line);
-}
-
-static void check_chan(const struct tern_msg *m, const char *s, const char *file, int line)
-{
-	if (m->chan_len == strlen(s) && memcmp(m->chan, s, m->chan_len) == 0)
-		return;
-	print_error("chan '%.*s', expected '%s'\n", (int)m->chan_len, m->chan, s);
-	_fail(file, line);
-}
-
-static void check_got(const struct h_delivery *d, const char *queue, const char *data,
-		      uint32_t attempt, const char *file, int line)
-{
-	check_data(d->msg, data, file, line);
-	if (strcmp(d->queue, queue) == 0 && d->attempt == attempt && d->delivery_id[0])
-		return;
-	print_error("delivery of queue '%s' attempt %u id '%s', expected '%s' attempt %u\n",
-		    d->queue, d->attempt, d->delivery_id, queue, attempt);
-	_fail(file, line);
-}
-
-/* Enqueues "m<first>".."m<last>" one after the other, each durable before
- * the next; ids[k] gets the id of m<first+k> when ids is not NULL. */
-static void enq_range(struct h *h, const char *queue, int first, int last,
-		      char (*ids)[TERN_MSG_ID_MAX])
-{
-	for (int k = first; k <= last; k++) {
-		char data[32];
-		struct pub_result r = {0};
-		snprintf(data, sizeof(data), "m%d", k);
-		assert_int_equal(h_enq(h, queue, data, NULL, &r), 0);
-		assert_true(r.id[0] != 0);
-		if (ids)
-			snprintf(ids[k - first], TERN_MSG_ID_MAX, "%s", r.id);
-	}
-}
 
 static void set_timeout_attempts(struct h *h, const char *queue, uint64_t timeout_ms,
 				 uint32_t attempts)
@@ -81,7 +34,7 @@ static void enqueue_consume_fifo(void **state)
 	struct h *h = *state;
 	char ids[5][TERN_MSG_ID_MAX];
 	h_open(h);
-	enq_range(h, "jobs", 1, 5, ids);
+	h_enq_range(h, "jobs", 1, 5, ids);
 	for (int i = 0; i < 5; i++)
 		for (int j = i + 1; j < 5; j++)
 			assert_string_not_equal(ids[i], ids[j]);
@@ -100,11 +53,11 @@ static void enqueue_consume_fifo(void **state)
 	for (int k = 0; k < 5; k++) {
 		char data[8];
 		snprintf(data, sizeof(data), "m%d", k + 1);
-		assert_got(&c->got[k], "jobs", data, 1);
+		h_assert_got(&c->got[k], "jobs", data, 1);
 		assert_false(c->got[k].from_channel);
 		assert_string_equal(c->got[k].msg->id, ids[k]);
 		/* A direct enqueue's message carries the queue's name. */
-		assert_chan(c->got[k].msg, "jobs");
+		h_assert_chan(c->got[k].msg, "jobs");
 		assert_false(c->got[k].msg->has_name);
 		for (int j = 0; j < k; j++)
 			assert_string_not_equal(c->got[k].delivery_id, c->got[j].delivery_id);
@@ -117,10 +70,10 @@ static void enqueue_consume_fifo(void **state)
 	assert_int_equal(qi.redelivered, 0);
 
 	/* Later enqueues reach the consumer already there, still in order. */
-	enq_range(h, "jobs", 6, 7, NULL);
+	h_enq_range(h, "jobs", 6, 7, NULL);
 	assert_true(h_wait_size(h, &c->n, 7));
-	assert_got(&c->got[5], "jobs", "m6", 1);
-	assert_got(&c->got[6], "jobs", "m7", 1);
+	h_assert_got(&c->got[5], "jobs", "m6", 1);
+	h_assert_got(&c->got[6], "jobs", "m7", 1);
 
 	for (int k = 0; k < 7; k++)
 		assert_int_equal(h_ack(h, "jobs", c->got[k].delivery_id), 0);
@@ -157,9 +110,9 @@ static void enqueue_durable_before_callback(void **state)
 	assert_int_equal(qi.ready, 1);
 	assert_int_equal(h_consume(h, 0, "durable", 1), 0);
 	assert_true(h_wait_size(h, &h->cons[0].n, 1));
-	assert_got(&h->cons[0].got[0], "durable", "payload", 1);
+	h_assert_got(&h->cons[0].got[0], "durable", "payload", 1);
 	assert_string_equal(h->cons[0].got[0].msg->id, r.id);
-	assert_chan(h->cons[0].got[0].msg, "durable");
+	h_assert_chan(h->cons[0].got[0].msg, "durable");
 }
 
 /* Unacked deliveries come back after a restart, acked ones do not; old
@@ -169,7 +122,7 @@ static void unacked_survive_reopen(void **state)
 	struct h *h = *state;
 	char ids[4][TERN_MSG_ID_MAX];
 	h_open(h);
-	enq_range(h, "work", 1, 4, ids);
+	h_enq_range(h, "work", 1, 4, ids);
 	struct consumer *c = &h->cons[0];
 	assert_int_equal(h_consume(h, 0, "work", 10), 0);
 	assert_true(h_wait_size(h, &c->n, 4));
@@ -191,9 +144,9 @@ static void unacked_survive_reopen(void **state)
 	h_settle(h);
 	assert_int_equal(c->n, 2);
 	/* The cancel counted as a failed delivery: attempt 2. */
-	assert_got(&c->got[0], "work", "m1", 2);
+	h_assert_got(&c->got[0], "work", "m1", 2);
 	assert_string_equal(c->got[0].msg->id, ids[0]);
-	assert_got(&c->got[1], "work", "m3", 2);
+	h_assert_got(&c->got[1], "work", "m3", 2);
 	assert_string_equal(c->got[1].msg->id, ids[2]);
 	assert_int_equal(h_ack(h, "work", c->got[0].delivery_id), 0);
 	h_cancel_all(h);
@@ -205,7 +158,7 @@ static void unacked_survive_reopen(void **state)
 	h_consumer_forget(h, 0);
 	assert_int_equal(h_consume(h, 0, "work", 10), 0);
 	assert_true(h_wait_size(h, &c->n, 1));
-	assert_got(&c->got[0], "work", "m3", 3);
+	h_assert_got(&c->got[0], "work", "m3", 3);
 }
 
 /* A pulled delivery has no consumer to cancel: it is still out when the
@@ -215,17 +168,17 @@ static void pulled_unacked_counts_across_reopen(void **state)
 {
 	struct h *h = *state;
 	h_open(h);
-	enq_range(h, "pq", 1, 1, NULL);
+	h_enq_range(h, "pq", 1, 1, NULL);
 	struct pull_result *r = &h->pulls[0];
 	assert_int_equal(h_pull(h, 0, "pq", 1, 0), 0);
 	assert_true(h_wait_count(h, &r->calls, 1));
 	assert_int_equal(r->n, 1);
-	assert_got(&r->got[0], "pq", "m1", 1);
+	h_assert_got(&r->got[0], "pq", "m1", 1);
 	h_reopen(h);
 	assert_int_equal(h_pull(h, 0, "pq", 1, 0), 0);
 	assert_true(h_wait_count(h, &r->calls, 1));
 	assert_int_equal(r->n, 1);
-	assert_got(&r->got[0], "pq", "m1", 2);
+	h_assert_got(&r->got[0], "pq", "m1", 2);
 }
 
 /* Order and qseq continue across a restart: new work goes behind the old. */
@@ -234,9 +187,9 @@ static void fifo_across_reopen(void **state)
 	struct h *h = *state;
 	char ids[3][TERN_MSG_ID_MAX];
 	h_open(h);
-	enq_range(h, "fr", 1, 2, ids);
+	h_enq_range(h, "fr", 1, 2, ids);
 	h_reopen(h);
-	enq_range(h, "fr", 3, 3, ids + 2);
+	h_enq_range(h, "fr", 3, 3, ids + 2);
 	assert_string_not_equal(ids[2], ids[0]);
 	assert_string_not_equal(ids[2], ids[1]);
 	h_reopen(h);
@@ -246,7 +199,7 @@ static void fifo_across_reopen(void **state)
 	for (int k = 0; k < 3; k++) {
 		char data[8];
 		snprintf(data, sizeof(data), "m%d", k + 1);
-		assert_got(&c->got[k], "fr", data, 1);
+		h_assert_got(&c->got[k], "fr", data, 1);
 		assert_string_equal(c->got[k].msg->id, ids[k]);
 	}
 }
@@ -286,7 +239,7 @@ static void enqueue_keeps_bytes_and_encoding(void **state)
 		assert_int_equal(c->got[0].msg->enc, TERN_ENC_BASE64);
 		assert_int_equal(c->got[0].msg->ts_ms, H_T0_MS + 1234);
 		assert_string_equal(c->got[0].msg->id, r.id);
-		assert_data(c->got[1].msg, "{\"a\":1}");
+		h_assert_data(c->got[1].msg, "{\"a\":1}");
 		assert_int_equal(c->got[1].msg->enc, TERN_ENC_JSON);
 		h_cancel_all(h);
 		h_reopen(h);
@@ -299,7 +252,7 @@ static void prefetch_bounds_unacked(void **state)
 {
 	struct h *h = *state;
 	h_open(h);
-	enq_range(h, "pf", 1, 5, NULL);
+	h_enq_range(h, "pf", 1, 5, NULL);
 	struct consumer *c = &h->cons[0];
 	assert_int_equal(h_consume(h, 0, "pf", 2), 0);
 	assert_true(h_wait_size(h, &c->n, 2));
@@ -316,13 +269,13 @@ static void prefetch_bounds_unacked(void **state)
 	assert_true(h_wait_size(h, &c->n, 3));
 	h_settle(h);
 	assert_int_equal(c->n, 3);
-	assert_got(&c->got[2], "pf", "m3", 1);
+	h_assert_got(&c->got[2], "pf", "m3", 1);
 	/* A nack without room elsewhere also frees the slot (and requeues). */
 	assert_int_equal(h_nack(h, "pf", c->got[1].delivery_id, true), 0);
 	assert_true(h_wait_size(h, &c->n, 4));
 	h_settle(h);
 	assert_int_equal(c->n, 4);
-	assert_got(&c->got[3], "pf", "m2", 2);
+	h_assert_got(&c->got[3], "pf", "m2", 2);
 	h_qinfo(h, "pf", &qi);
 	assert_int_equal(qi.unacked, 2);
 	assert_int_equal(qi.ready, 2);
@@ -338,7 +291,7 @@ static void set_prefetch_raises_and_lowers(void **state)
 {
 	struct h *h = *state;
 	h_open(h);
-	enq_range(h, "sp", 1, 6, NULL);
+	h_enq_range(h, "sp", 1, 6, NULL);
 	struct consumer *c = &h->cons[0];
 	assert_int_equal(h_consume(h, 0, "sp", 1), 0);
 	assert_true(h_wait_size(h, &c->n, 1));
@@ -361,7 +314,7 @@ static void set_prefetch_raises_and_lowers(void **state)
 	assert_true(h_wait_size(h, &c->n, 4));
 	h_settle(h);
 	assert_int_equal(c->n, 4);
-	assert_got(&c->got[3], "sp", "m4", 1);
+	h_assert_got(&c->got[3], "sp", "m4", 1);
 
 	assert_int_equal(broker_consumer_set_prefetch(c->c, 0), TERN_EBADREQ);
 	assert_int_equal(broker_consumer_set_prefetch(c->c, TERN_QUEUE_PREFETCH_MAX + 1),
@@ -380,7 +333,7 @@ static void two_consumers_round_robin(void **state)
 	struct consumer *a = &h->cons[0], *b = &h->cons[1];
 	assert_int_equal(h_consume(h, 0, "rr", 100), 0);
 	assert_int_equal(h_consume(h, 1, "rr", 100), 0);
-	enq_range(h, "rr", 1, M, NULL);
+	h_enq_range(h, "rr", 1, M, NULL);
 	h_settle(h);
 	assert_int_equal(a->n + b->n, M);
 	/* One at a time, alternating: an even split. */
@@ -407,7 +360,7 @@ static void two_consumers_round_robin(void **state)
 	/* With a full consumer, everything goes to the other. */
 	struct broker_qinfo qi;
 	assert_int_equal(broker_consumer_set_prefetch(a->c, M / 2), 0);
-	enq_range(h, "rr", 11, 14, NULL);
+	h_enq_range(h, "rr", 11, 14, NULL);
 	h_settle(h);
 	assert_int_equal(a->n, M / 2);
 	assert_int_equal(b->n, M / 2 + 4);
@@ -422,16 +375,16 @@ static void nack_requeue_goes_to_head(void **state)
 {
 	struct h *h = *state;
 	h_open(h);
-	enq_range(h, "nq", 1, 3, NULL);
+	h_enq_range(h, "nq", 1, 3, NULL);
 	struct consumer *c = &h->cons[0];
 	assert_int_equal(h_consume(h, 0, "nq", 1), 0);
 	assert_true(h_wait_size(h, &c->n, 1));
-	assert_got(&c->got[0], "nq", "m1", 1);
+	h_assert_got(&c->got[0], "nq", "m1", 1);
 	assert_int_equal(h_nack(h, "nq", c->got[0].delivery_id, true), 0);
 	assert_int_equal(c->n, 1); /* not from inside the nack */
 	assert_true(h_wait_size(h, &c->n, 2));
 	/* Before m2, one attempt more, under a new delivery id. */
-	assert_got(&c->got[1], "nq", "m1", 2);
+	h_assert_got(&c->got[1], "nq", "m1", 2);
 	assert_string_equal(c->got[1].msg->id, c->got[0].msg->id);
 	assert_string_not_equal(c->got[1].delivery_id, c->got[0].delivery_id);
 	assert_int_equal(h_ack(h, "nq", c->got[0].delivery_id), TERN_ENOTFOUND);
@@ -439,10 +392,10 @@ static void nack_requeue_goes_to_head(void **state)
 	/* Again: still ahead of m2 and m3. */
 	assert_int_equal(h_nack(h, "nq", c->got[1].delivery_id, true), 0);
 	assert_true(h_wait_size(h, &c->n, 3));
-	assert_got(&c->got[2], "nq", "m1", 3);
+	h_assert_got(&c->got[2], "nq", "m1", 3);
 	assert_int_equal(h_ack(h, "nq", c->got[2].delivery_id), 0);
 	assert_true(h_wait_size(h, &c->n, 4));
-	assert_got(&c->got[3], "nq", "m2", 1);
+	h_assert_got(&c->got[3], "nq", "m2", 1);
 	struct broker_qinfo qi;
 	h_qinfo(h, "nq", &qi);
 	assert_int_equal(qi.delivered, 4);
@@ -457,11 +410,11 @@ static void ack_timeout_redelivers(void **state)
 	struct h *h = *state;
 	h_open(h);
 	set_timeout_attempts(h, "to", 1000, 0);
-	enq_range(h, "to", 1, 2, NULL);
+	h_enq_range(h, "to", 1, 2, NULL);
 	struct consumer *c = &h->cons[0];
 	assert_int_equal(h_consume(h, 0, "to", 1), 0);
 	assert_true(h_wait_size(h, &c->n, 1));
-	assert_got(&c->got[0], "to", "m1", 1);
+	h_assert_got(&c->got[0], "to", "m1", 1);
 
 	h_tick(h, 999);
 	h_settle(h);
@@ -474,7 +427,7 @@ static void ack_timeout_redelivers(void **state)
 	assert_true(h_wait_size(h, &c->n, 2));
 	h_settle(h);
 	assert_int_equal(c->n, 2);
-	assert_got(&c->got[1], "to", "m1", 2); /* at the head, before m2 */
+	h_assert_got(&c->got[1], "to", "m1", 2); /* at the head, before m2 */
 	assert_string_not_equal(c->got[1].delivery_id, c->got[0].delivery_id);
 	assert_int_equal(h_ack(h, "to", c->got[0].delivery_id), TERN_ENOTFOUND);
 	h_qinfo(h, "to", &qi);
@@ -488,10 +441,10 @@ static void ack_timeout_redelivers(void **state)
 	assert_int_equal(c->n, 2);
 	assert_int_equal(h_ack(h, "to", c->got[1].delivery_id), 0);
 	assert_true(h_wait_size(h, &c->n, 3));
-	assert_got(&c->got[2], "to", "m2", 1);
+	h_assert_got(&c->got[2], "to", "m2", 1);
 	h_tick(h, 5000); /* m2 times out, nothing else waits: back to m2 */
 	assert_true(h_wait_size(h, &c->n, 4));
-	assert_got(&c->got[3], "to", "m2", 2);
+	h_assert_got(&c->got[3], "to", "m2", 2);
 }
 
 /* Several deliveries expiring in one tick go back to the head in their
@@ -501,14 +454,14 @@ static void ack_timeout_several_keep_order(void **state)
 	struct h *h = *state;
 	h_open(h);
 	set_timeout_attempts(h, "so", 1000, 0);
-	enq_range(h, "so", 1, 4, NULL);
+	h_enq_range(h, "so", 1, 4, NULL);
 	struct pull_result *r = &h->pulls[0];
 	assert_int_equal(h_pull(h, 0, "so", 3, 0), 0);
 	assert_true(h_wait_count(h, &r->calls, 1));
 	assert_int_equal(r->n, 3);
-	assert_got(&r->got[0], "so", "m1", 1);
-	assert_got(&r->got[1], "so", "m2", 1);
-	assert_got(&r->got[2], "so", "m3", 1);
+	h_assert_got(&r->got[0], "so", "m1", 1);
+	h_assert_got(&r->got[1], "so", "m2", 1);
+	h_assert_got(&r->got[2], "so", "m3", 1);
 	h_tick(h, 1000);
 	h_settle(h);
 	struct broker_qinfo qi;
@@ -517,10 +470,10 @@ static void ack_timeout_several_keep_order(void **state)
 	assert_int_equal(h_pull(h, 0, "so", 4, 0), 0);
 	assert_true(h_wait_count(h, &r->calls, 1));
 	assert_int_equal(r->n, 4);
-	assert_got(&r->got[0], "so", "m1", 2);
-	assert_got(&r->got[1], "so", "m2", 2);
-	assert_got(&r->got[2], "so", "m3", 2);
-	assert_got(&r->got[3], "so", "m4", 1);
+	h_assert_got(&r->got[0], "so", "m1", 2);
+	h_assert_got(&r->got[1], "so", "m2", 2);
+	h_assert_got(&r->got[2], "so", "m3", 2);
+	h_assert_got(&r->got[3], "so", "m4", 1);
 }
 
 /* Deadlines are per delivery: lowering the timeout affects later
@@ -530,267 +483,20 @@ static void ack_timeout_lowered_keeps_order_of_deadlines(void **state)
 	struct h *h = *state;
 	h_open(h);
 	set_timeout_attempts(h, "lo", 10000, 0);
-	enq_range(h, "lo", 1, 2, NULL);
+	h_enq_range(h, "lo", 1, 2, NULL);
 	struct consumer *c = &h->cons[0];
 	assert_int_equal(h_consume(h, 0, "lo", 1), 0);
 	assert_true(h_wait_size(h, &c->n, 1)); /* m1, deadline +10000 */
 	set_timeout_attempts(h, "lo", 1000, 0);
 	assert_int_equal(broker_consumer_set_prefetch(c->c, 2), 0);
 	assert_true(h_wait_size(h, &c->n, 2)); /* m2, deadline +1000 */
-	assert_got(&c->got[1], "lo", "m2", 1);
+	h_assert_got(&c->got[1], "lo", "m2", 1);
 	h_tick(h, 1000);
 	assert_true(h_wait_size(h, &c->n, 3));
 	h_settle(h);
 	assert_int_equal(c->n, 3);
-	assert_got(&c->got[2], "lo", "m2", 2);
+	h_assert_got(&c->got[2], "lo", "m2", 2);
 	assert_int_equal(h_ack(h, "lo", c->got[0].delivery_id), 0); /* m1 still out */
-}
-
-static void max_attempts_dead_letters(void **state)
-{
-	struct h *h = *state;
-	struct broker_qinfo qi;
-	h_open(h);
-	set_timeout_attempts(h, "pz", 100, 2);
-	struct pub_result e = {0};
-	assert_int_equal(h_enq(h, "pz", "poison", NULL, &e), 0);
-	struct consumer *c = &h->cons[0];
-	assert_int_equal(h_consume(h, 0, "pz", 1), 0);
-	assert_true(h_wait_size(h, &c->n, 1));
-	h_tick(h, 100);
-	assert_true(h_wait_size(h, &c->n, 2));
-	assert_got(&c->got[1], "pz", "poison", 2);
-	h_qinfo(h, "pz", &qi);
-	assert_int_equal(qi.dead_lettered, 0);
-
-	/* Delivery number max_attempts failed: to "pz.dlq", not to pz again. */
-	h_tick(h, 100);
-	h_settle(h);
-	assert_int_equal(c->n, 2);
-	assert_int_equal(h_ack(h, "pz", c->got[1].delivery_id), TERN_ENOTFOUND);
-	h_qinfo(h, "pz", &qi);
-	assert_int_equal(qi.ready, 0);
-	assert_int_equal(qi.unacked, 0);
-	assert_int_equal(qi.delivered, 2);
-	assert_int_equal(qi.redelivered, 1);
-	assert_int_equal(qi.dead_lettered, 1);
-	assert_string_equal(qi.dead_letter, "pz.dlq");
-	h_qinfo(h, "pz.dlq", &qi);
-	assert_int_equal(qi.ready, 1);
-
-	/* It is durable there, and starts over at attempt 1. */
-	h_cancel_all(h);
-	h_reopen(h);
-	h_qinfo(h, "pz", &qi);
-	assert_int_equal(qi.ready, 0);
-	h_qinfo(h, "pz.dlq", &qi);
-	assert_int_equal(qi.ready, 1);
-	struct consumer *d = &h->cons[1];
-	assert_int_equal(h_consume(h, 1, "pz.dlq", 1), 0);
-	assert_true(h_wait_size(h, &d->n, 1));
-	assert_got(&d->got[0], "pz.dlq", "poison", 1);
-	assert_string_equal(d->got[0].msg->id, e.id);
-	assert_false(d->got[0].from_channel);
-}
-
-/* The message a dead-letter queue delivers reads the same before and after a
- * restart (header: msg->chan is the queue's name unless from_channel). */
-static void dead_letter_msg_chan_is_stable(void **state)
-{
-	struct h *h = *state;
-	h_open(h);
-	enq_range(h, "src", 1, 1, NULL);
-	struct consumer *c = &h->cons[0], *d = &h->cons[1];
-	assert_int_equal(h_consume(h, 0, "src", 1), 0);
-	assert_true(h_wait_size(h, &c->n, 1));
-	assert_int_equal(h_nack(h, "src", c->got[0].delivery_id, false), 0);
-	assert_int_equal(h_consume(h, 1, "src.dlq", 1), 0);
-	assert_true(h_wait_size(h, &d->n, 1));
-	char before[300];
-	snprintf(before, sizeof(before), "%.*s", (int)d->got[0].msg->chan_len,
-		 d->got[0].msg->chan);
-	h_cancel_all(h);
-	h_reopen(h);
-	h_consumer_forget(h, 1);
-	assert_int_equal(h_consume(h, 1, "src.dlq", 1), 0);
-	assert_true(h_wait_size(h, &d->n, 1));
-	assert_chan(d->got[0].msg, before);
-	assert_chan(d->got[0].msg, "src.dlq");
-}
-
-/* Attempts recorded for failed deliveries survive a restart, so a message
- * cannot escape max_attempts by restarts. */
-static void attempts_survive_reopen(void **state)
-{
-	struct h *h = *state;
-	struct broker_qinfo qi;
-	h_open(h);
-	set_timeout_attempts(h, "ar", 0, 2);
-	enq_range(h, "ar", 1, 1, NULL);
-	struct consumer *c = &h->cons[0];
-	assert_int_equal(h_consume(h, 0, "ar", 1), 0);
-	assert_true(h_wait_size(h, &c->n, 1));
-	assert_int_equal(h_nack(h, "ar", c->got[0].delivery_id, true), 0);
-	assert_true(h_wait_size(h, &c->n, 2));
-	h_cancel_all(h); /* delivery 2 failed too: max_attempts reached */
-	h_reopen(h);
-	h_qinfo(h, "ar", &qi);
-	assert_int_equal(qi.ready, 0);
-	h_qinfo(h, "ar.dlq", &qi);
-	assert_int_equal(qi.ready, 1);
-
-	/* Same with the restart between the attempts. */
-	enq_range(h, "ar", 2, 2, NULL);
-	h_consumer_forget(h, 0);
-	assert_int_equal(h_consume(h, 0, "ar", 1), 0);
-	assert_true(h_wait_size(h, &c->n, 1));
-	h_cancel_all(h);
-	h_reopen(h);
-	h_consumer_forget(h, 0);
-	assert_int_equal(h_consume(h, 0, "ar", 1), 0);
-	assert_true(h_wait_size(h, &c->n, 1));
-	assert_got(&c->got[0], "ar", "m2", 2);
-	assert_int_equal(h_nack(h, "ar", c->got[0].delivery_id, true), 0);
-	h_settle(h);
-	assert_int_equal(c->n, 1);
-	h_qinfo(h, "ar.dlq", &qi);
-	assert_int_equal(qi.ready, 2);
-}
-
-static void nack_without_requeue_dead_letters(void **state)
-{
-	struct h *h = *state;
-	struct broker_qinfo qi;
-	h_open(h);
-	enq_range(h, "nr", 1, 2, NULL);
-	struct consumer *c = &h->cons[0];
-	assert_int_equal(h_consume(h, 0, "nr", 1), 0);
-	assert_true(h_wait_size(h, &c->n, 1));
-	assert_int_equal(h_nack(h, "nr", c->got[0].delivery_id, false), 0);
-	assert_true(h_wait_size(h, &c->n, 2));
-	h_settle(h);
-	assert_int_equal(c->n, 2);
-	assert_got(&c->got[1], "nr", "m2", 1); /* m1 is gone from nr */
-	h_qinfo(h, "nr", &qi);
-	assert_int_equal(qi.dead_lettered, 1);
-	assert_int_equal(qi.redelivered, 0);
-	assert_int_equal(qi.ready, 0);
-	assert_int_equal(qi.unacked, 1);
-	h_qinfo(h, "nr.dlq", &qi);
-	assert_int_equal(qi.ready, 1);
-	assert_int_equal(h_ack(h, "nr", c->got[0].delivery_id), TERN_ENOTFOUND);
-}
-
-static void configured_dead_letter_is_used(void **state)
-{
-	struct h *h = *state;
-	struct broker_qinfo qi;
-	h_open(h);
-	struct broker_qconf conf = {.has_dead_letter = true, .dead_letter = "graveyard",
-				    .dead_letter_len = 9, .has_max_attempts = true,
-				    .max_attempts = 1};
-	assert_int_equal(h_qconf(h, "cd", &conf), 0);
-	h_qinfo(h, "cd", &qi);
-	assert_string_equal(qi.dead_letter, "graveyard");
-	enq_range(h, "cd", 1, 2, NULL);
-	struct consumer *c = &h->cons[0];
-	assert_int_equal(h_consume(h, 0, "cd", 2), 0);
-	assert_true(h_wait_size(h, &c->n, 2));
-	assert_int_equal(h_nack(h, "cd", c->got[0].delivery_id, false), 0);
-	/* max_attempts 1: the first failed delivery is the last. */
-	assert_int_equal(h_nack(h, "cd", c->got[1].delivery_id, true), 0);
-	h_settle(h);
-	assert_int_equal(c->n, 2);
-	h_qinfo(h, "cd", &qi);
-	assert_int_equal(qi.dead_lettered, 2);
-	assert_int_equal(qi.ready, 0);
-	h_qinfo(h, "graveyard", &qi);
-	assert_int_equal(qi.ready, 2);
-	h_qinfo(h, "cd.dlq", &qi);
-	assert_int_equal(qi.ready, 0);
-	struct consumer *g = &h->cons[1];
-	assert_int_equal(h_consume(h, 1, "graveyard", 10), 0);
-	assert_true(h_wait_size(h, &g->n, 2));
-	assert_got(&g->got[0], "graveyard", "m1", 1);
-	assert_got(&g->got[1], "graveyard", "m2", 1);
-
-	/* Setting the default name again reads back as the default. */
-	conf.dead_letter = "cd.dlq";
-	conf.dead_letter_len = 6;
-	conf.has_max_attempts = false;
-	assert_int_equal(h_qconf(h, "cd", &conf), 0);
-	h_qinfo(h, "cd", &qi);
-	assert_string_equal(qi.dead_letter, "cd.dlq");
-	enq_range(h, "cd", 3, 3, NULL);
-	assert_true(h_wait_size(h, &c->n, 3));
-	assert_int_equal(h_nack(h, "cd", c->got[2].delivery_id, false), 0);
-	h_settle(h);
-	h_qinfo(h, "cd.dlq", &qi);
-	assert_int_equal(qi.ready, 1);
-}
-
-/* A dead-letter queue dead-letters into its own tail. */
-static void dlq_dead_letters_into_own_tail(void **state)
-{
-	struct h *h = *state;
-	struct broker_qinfo qi;
-	h_open(h);
-	h_qinfo(h, "x.dlq", &qi);
-	assert_string_equal(qi.dead_letter, "x.dlq");
-	enq_range(h, "x.dlq", 1, 3, NULL);
-	h_qinfo(h, "x.dlq", &qi);
-	assert_string_equal(qi.dead_letter, "x.dlq");
-	struct consumer *c = &h->cons[0];
-	assert_int_equal(h_consume(h, 0, "x.dlq", 1), 0);
-	assert_true(h_wait_size(h, &c->n, 1));
-	assert_int_equal(h_nack(h, "x.dlq", c->got[0].delivery_id, false), 0);
-	assert_true(h_wait_size(h, &c->n, 2));
-	assert_got(&c->got[1], "x.dlq", "m2", 1);
-	assert_int_equal(h_ack(h, "x.dlq", c->got[1].delivery_id), 0);
-	assert_true(h_wait_size(h, &c->n, 3));
-	assert_got(&c->got[2], "x.dlq", "m3", 1);
-	assert_int_equal(h_ack(h, "x.dlq", c->got[2].delivery_id), 0);
-	assert_true(h_wait_size(h, &c->n, 4));
-	assert_got(&c->got[3], "x.dlq", "m1", 1); /* from the tail, counted afresh */
-	h_qinfo(h, "x.dlq", &qi);
-	assert_int_equal(qi.dead_lettered, 1);
-	assert_int_equal(qi.unacked, 1);
-	assert_int_equal(qi.ready, 0);
-	h_qinfo(h, "x.dlq.dlq", &qi);
-	assert_int_equal(qi.ready, 0);
-	h_cancel_all(h);
-	h_reopen(h);
-	h_qinfo(h, "x.dlq", &qi);
-	assert_int_equal(qi.ready, 1);
-}
-
-/* The longest queue name leaves room for "{q}.dlq" (contract), so its dead
- * letters can be read like any queue's. */
-static void dlq_of_longest_name_is_reachable(void **state)
-{
-	struct h *h = *state;
-	char q[TERN_QUEUE_NAME_MAX_BYTES + 1], dlq[TERN_NAME_MAX_BYTES + 1];
-	memset(q, 'q', TERN_QUEUE_NAME_MAX_BYTES);
-	q[TERN_QUEUE_NAME_MAX_BYTES] = 0;
-	snprintf(dlq, sizeof(dlq), "%s.dlq", q);
-	h_open(h);
-	struct broker_qinfo qi;
-	h_qinfo(h, q, &qi);
-	assert_string_equal(qi.dead_letter, dlq);
-	enq_range(h, q, 1, 1, NULL);
-	struct consumer *c = &h->cons[0];
-	assert_int_equal(h_consume(h, 0, q, 1), 0);
-	assert_true(h_wait_size(h, &c->n, 1));
-	assert_int_equal(h_nack(h, q, c->got[0].delivery_id, false), 0);
-	h_settle(h);
-	h_qinfo(h, q, &qi);
-	assert_int_equal(qi.dead_lettered, 1);
-	assert_int_equal(broker_queue_info(h->b, dlq, strlen(dlq), &qi), 0);
-	assert_int_equal(qi.ready, 1);
-	struct consumer *d = &h->cons[1];
-	assert_int_equal(h_consume(h, 1, dlq, 1), 0);
-	assert_true(h_wait_size(h, &d->n, 1));
-	assert_got(&d->got[0], dlq, "m1", 1);
 }
 
 /* --- cancel --- */
@@ -800,7 +506,7 @@ static void cancel_gives_deliveries_back(void **state)
 	struct h *h = *state;
 	struct broker_qinfo qi;
 	h_open(h);
-	enq_range(h, "cq", 1, 3, NULL);
+	h_enq_range(h, "cq", 1, 3, NULL);
 	struct consumer *a = &h->cons[0], *b = &h->cons[1];
 	assert_int_equal(h_consume(h, 0, "cq", 2), 0);
 	assert_true(h_wait_size(h, &a->n, 2));
@@ -817,9 +523,9 @@ static void cancel_gives_deliveries_back(void **state)
 	assert_int_equal(a->n, 2); /* fn is not called again */
 	assert_int_equal(b->n, 3);
 	/* Back at the head in their order, one attempt more. */
-	assert_got(&b->got[0], "cq", "m1", 2);
-	assert_got(&b->got[1], "cq", "m2", 2);
-	assert_got(&b->got[2], "cq", "m3", 1);
+	h_assert_got(&b->got[0], "cq", "m1", 2);
+	h_assert_got(&b->got[1], "cq", "m2", 2);
+	h_assert_got(&b->got[2], "cq", "m3", 1);
 	h_qinfo(h, "cq", &qi);
 	assert_int_equal(qi.redelivered, 2);
 }
@@ -841,14 +547,14 @@ static void cancel_from_callback(void **state)
 	a->hook = cancel_self;
 	assert_int_equal(h_consume(h, 0, "cc", 5), 0);
 	assert_int_equal(h_consume(h, 1, "cc", 5), 0);
-	enq_range(h, "cc", 1, 3, NULL);
+	h_enq_range(h, "cc", 1, 3, NULL);
 	h_settle(h);
 	assert_int_equal(a->n, 1);
 	assert_null(a->c);
 	assert_int_equal(b->n, 3);
-	assert_got(&b->got[0], "cc", "m1", 2);
-	assert_got(&b->got[1], "cc", "m2", 1);
-	assert_got(&b->got[2], "cc", "m3", 1);
+	h_assert_got(&b->got[0], "cc", "m1", 2);
+	h_assert_got(&b->got[1], "cc", "m2", 1);
+	h_assert_got(&b->got[2], "cc", "m3", 1);
 }
 
 /* --- settling errors --- */
@@ -857,8 +563,8 @@ static void ack_unknown_stale_and_foreign_ids(void **state)
 {
 	struct h *h = *state;
 	h_open(h);
-	enq_range(h, "aa", 1, 2, NULL);
-	enq_range(h, "bb", 1, 1, NULL);
+	h_enq_range(h, "aa", 1, 2, NULL);
+	h_enq_range(h, "bb", 1, 1, NULL);
 	struct consumer *a = &h->cons[0], *b = &h->cons[1];
 	assert_int_equal(h_consume(h, 0, "aa", 10), 0);
 	assert_int_equal(h_consume(h, 1, "bb", 10), 0);
@@ -895,7 +601,7 @@ static void ack_unknown_stale_and_foreign_ids(void **state)
 	assert_int_equal(h_ack(h, "aa", a->got[1].delivery_id), TERN_ENOTFOUND);
 	assert_int_equal(h_ack(h, "bb", b->got[0].delivery_id), 0);
 	assert_true(h_wait_size(h, &a->n, 3));
-	assert_got(&a->got[2], "aa", "m2", 2);
+	h_assert_got(&a->got[2], "aa", "m2", 2);
 	h_qinfo(h, "aa", &qi);
 	assert_int_equal(qi.unacked, 1);
 	assert_int_equal(qi.ready, 0);
@@ -929,7 +635,7 @@ static void enqueue_idempotency_returns_first_id(void **state)
 	assert_true(h_wait_size(h, &c->n, 1));
 	h_settle(h);
 	assert_int_equal(c->n, 1);
-	assert_data(c->got[0].msg, "first");
+	h_assert_data(c->got[0].msg, "first");
 
 	/* After the window (2 minutes), the key makes a new message. */
 	struct pub_result r5 = {0};
@@ -937,7 +643,7 @@ static void enqueue_idempotency_returns_first_id(void **state)
 	assert_int_equal(h_enq(h, "iq", "fourth", "k-1", &r5), 0);
 	assert_string_not_equal(r5.id, r1.id);
 	assert_true(h_wait_size(h, &c->n, 2));
-	assert_data(c->got[1].msg, "fourth");
+	h_assert_data(c->got[1].msg, "fourth");
 }
 
 static void enqueue_bad_input(void **state)
@@ -996,13 +702,6 @@ int main(int argc, char **argv)
 		cmocka_unit_test_h(ack_timeout_redelivers),
 		cmocka_unit_test_h(ack_timeout_several_keep_order),
 		cmocka_unit_test_h(ack_timeout_lowered_keeps_order_of_deadlines),
-		cmocka_unit_test_h(max_attempts_dead_letters),
-		cmocka_unit_test_h(dead_letter_msg_chan_is_stable),
-		cmocka_unit_test_h(attempts_survive_reopen),
-		cmocka_unit_test_h(nack_without_requeue_dead_letters),
-		cmocka_unit_test_h(configured_dead_letter_is_used),
-		cmocka_unit_test_h(dlq_dead_letters_into_own_tail),
-		cmocka_unit_test_h(dlq_of_longest_name_is_reachable),
 		cmocka_unit_test_h(cancel_gives_deliveries_back),
 		cmocka_unit_test_h(cancel_from_callback),
 		cmocka_unit_test_h(ack_unknown_stale_and_foreign_ids),

@@ -9,35 +9,11 @@
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
-#define assert_got(d, q, s, a) check_got(d, q, s, a, __FILE__, __LINE__)
-
-static void check_got(const struct h_delivery *d, const char *queue, const char *data,
-		      uint32_t attempt, const char *file, int line)
-{
-	const struct tern_msg *m = d->msg;
-	if (m->data_len == strlen(data) && memcmp(m->data, data, m->data_len) == 0 &&
-	    strcmp(d->queue, queue) == 0 && d->attempt == attempt && d->delivery_id[0])
-		return;
-	print_error("delivery '%.*s' of queue '%s' attempt %u, expected '%s' of '%s' attempt %u\n",
-		    (int)m->data_len, (const char *)m->data, d->queue, d->attempt, data, queue,
-		    attempt);
-	_fail(file, line);
-}
-
-static void enq_range(struct h *h, const char *queue, int first, int last)
-{
-	for (int k = first; k <= last; k++) {
-		char data[32];
-		snprintf(data, sizeof(data), "m%d", k);
-		assert_int_equal(h_enq(h, queue, data, NULL, NULL), 0);
-	}
-}
-
 static void pull_ready_answers_from_poll(void **state)
 {
 	struct h *h = *state;
 	h_open(h);
-	enq_range(h, "pr", 1, 2);
+	h_enq_range(h, "pr", 1, 2, NULL);
 	struct pull_result *r = &h->pulls[0];
 	assert_int_equal(h_pull(h, 0, "pr", 10, 5000), 0);
 	assert_int_equal(r->calls, 0); /* never inside broker_pull */
@@ -45,8 +21,8 @@ static void pull_ready_answers_from_poll(void **state)
 	assert_int_equal(r->calls, 1);
 	assert_int_equal(r->err, 0);
 	assert_int_equal(r->n, 2);
-	assert_got(&r->got[0], "pr", "m1", 1);
-	assert_got(&r->got[1], "pr", "m2", 1);
+	h_assert_got(&r->got[0], "pr", "m1", 1);
+	h_assert_got(&r->got[1], "pr", "m2", 1);
 	assert_string_not_equal(r->got[0].delivery_id, r->got[1].delivery_id);
 	struct broker_qinfo qi;
 	h_qinfo(h, "pr", &qi);
@@ -66,7 +42,7 @@ static void pull_ready_answers_from_poll(void **state)
 	assert_int_equal(h_pull(h, 0, "pr", 10, 0), 0);
 	assert_true(h_wait_count(h, &r->calls, 1));
 	assert_int_equal(r->n, 1);
-	assert_got(&r->got[0], "pr", "m2", 2);
+	h_assert_got(&r->got[0], "pr", "m2", 2);
 }
 
 static void pull_waits_for_enqueue(void **state)
@@ -82,16 +58,16 @@ static void pull_waits_for_enqueue(void **state)
 	assert_int_equal(a->calls, 0);
 	assert_int_equal(b->calls, 0);
 	/* Work arriving answers the oldest waiter, without the clock moving. */
-	enq_range(h, "pw", 1, 1);
+	h_enq_range(h, "pw", 1, 1, NULL);
 	assert_true(h_wait_count(h, &a->calls, 1));
 	h_settle(h);
 	assert_int_equal(a->n, 1);
-	assert_got(&a->got[0], "pw", "m1", 1);
+	h_assert_got(&a->got[0], "pw", "m1", 1);
 	assert_int_equal(b->calls, 0);
-	enq_range(h, "pw", 2, 2);
+	h_enq_range(h, "pw", 2, 2, NULL);
 	assert_true(h_wait_count(h, &b->calls, 1));
 	assert_int_equal(b->n, 1);
-	assert_got(&b->got[0], "pw", "m2", 1);
+	h_assert_got(&b->got[0], "pw", "m2", 1);
 	assert_int_equal(h_now(h), H_T0_MS);
 	h_settle(h);
 	assert_int_equal(a->calls, 1);
@@ -108,11 +84,11 @@ static void pull_waiting_served_before_consumers(void **state)
 	assert_int_equal(h_pull(h, 0, "pc", 1, 10000), 0);
 	assert_int_equal(h_consume(h, 0, "pc", 10), 0);
 	h_settle(h);
-	enq_range(h, "pc", 1, 2);
+	h_enq_range(h, "pc", 1, 2, NULL);
 	assert_true(h_wait_count(h, &r->calls, 1));
 	assert_true(h_wait_size(h, &c->n, 1));
-	assert_got(&r->got[0], "pc", "m1", 1);
-	assert_got(&c->got[0], "pc", "m2", 1);
+	h_assert_got(&r->got[0], "pc", "m1", 1);
+	h_assert_got(&c->got[0], "pc", "m2", 1);
 }
 
 static void pull_empty_after_wait(void **state)
@@ -138,7 +114,7 @@ static void pull_empty_after_wait(void **state)
 	assert_int_equal(r->n, 0);
 
 	/* Work arriving after an empty answer stays ready for the next. */
-	enq_range(h, "pe", 1, 1);
+	h_enq_range(h, "pe", 1, 1, NULL);
 	struct broker_qinfo qi;
 	h_qinfo(h, "pe", &qi);
 	assert_int_equal(qi.ready, 1);
@@ -149,13 +125,13 @@ static void pull_max_respected(void **state)
 {
 	struct h *h = *state;
 	h_open(h);
-	enq_range(h, "pm", 1, 5);
+	h_enq_range(h, "pm", 1, 5, NULL);
 	struct pull_result *r = &h->pulls[0];
 	assert_int_equal(h_pull(h, 0, "pm", 3, 0), 0);
 	assert_true(h_wait_count(h, &r->calls, 1));
 	assert_int_equal(r->n, 3);
-	assert_got(&r->got[0], "pm", "m1", 1);
-	assert_got(&r->got[2], "pm", "m3", 1);
+	h_assert_got(&r->got[0], "pm", "m1", 1);
+	h_assert_got(&r->got[2], "pm", "m3", 1);
 	struct broker_qinfo qi;
 	h_qinfo(h, "pm", &qi);
 	assert_int_equal(qi.ready, 2);
@@ -163,12 +139,12 @@ static void pull_max_respected(void **state)
 	assert_int_equal(h_pull(h, 0, "pm", 1, 0), 0);
 	assert_true(h_wait_count(h, &r->calls, 1));
 	assert_int_equal(r->n, 1);
-	assert_got(&r->got[0], "pm", "m4", 1);
+	h_assert_got(&r->got[0], "pm", "m4", 1);
 	/* Fewer ready than max: answered at once with what there is. */
 	assert_int_equal(h_pull(h, 0, "pm", 10, 10000), 0);
 	assert_true(h_wait_count(h, &r->calls, 1));
 	assert_int_equal(r->n, 1);
-	assert_got(&r->got[0], "pm", "m5", 1);
+	h_assert_got(&r->got[0], "pm", "m5", 1);
 }
 
 /* More than fit in the engine's on-stack answer (64): all in one answer, in
@@ -198,7 +174,7 @@ static void pull_large_batch(void **state)
 	for (size_t k = 0; k < p->n; k++) {
 		char data[16];
 		snprintf(data, sizeof(data), "m%zu", k + 1);
-		assert_got(&p->got[k], "pl", data, 1);
+		h_assert_got(&p->got[k], "pl", data, 1);
 		assert_string_equal(p->got[k].msg->id, r[k].id);
 	}
 	struct broker_qinfo qi;
@@ -213,7 +189,7 @@ static void pull_timeout_redelivers(void **state)
 	h_open(h);
 	struct broker_qconf conf = {.has_ack_timeout = true, .ack_timeout_ms = 500};
 	assert_int_equal(h_qconf(h, "pt", &conf), 0);
-	enq_range(h, "pt", 1, 1);
+	h_enq_range(h, "pt", 1, 1, NULL);
 	struct pull_result *r = &h->pulls[0];
 	assert_int_equal(h_pull(h, 0, "pt", 1, 0), 0);
 	assert_true(h_wait_count(h, &r->calls, 1));
@@ -230,7 +206,7 @@ static void pull_timeout_redelivers(void **state)
 	assert_int_equal(h_ack(h, "pt", old), TERN_ENOTFOUND);
 	assert_int_equal(h_pull(h, 0, "pt", 1, 0), 0);
 	assert_true(h_wait_count(h, &r->calls, 1));
-	assert_got(&r->got[0], "pt", "m1", 2);
+	h_assert_got(&r->got[0], "pt", "m1", 2);
 	assert_int_equal(h_ack(h, "pt", r->got[0].delivery_id), 0);
 }
 
@@ -241,7 +217,7 @@ static void pull_cancel_waiting(void **state)
 	struct pull_result *r = &h->pulls[0];
 	assert_int_equal(h_pull(h, 0, "pcw", 1, 1000), 0);
 	h_pull_cancel(h, 0);
-	enq_range(h, "pcw", 1, 1);
+	h_enq_range(h, "pcw", 1, 1, NULL);
 	h_tick(h, 5000);
 	h_settle(h);
 	assert_int_equal(r->calls, 0); /* cb never runs */
@@ -272,7 +248,7 @@ static void start_two_pulls_one_cancels(struct h *h, const char *queue)
 	struct pull_result *a = &h->pulls[0];
 	a->hook = cancel_other;
 	a->hook_arg = h;
-	enq_range(h, queue, 1, 2);
+	h_enq_range(h, queue, 1, 2, NULL);
 	assert_int_equal(h_pull(h, 0, queue, 1, 0), 0);
 	assert_int_equal(h_pull(h, 1, queue, 1, 0), 0);
 }
@@ -286,7 +262,7 @@ static void pull_cancel_gives_deliveries_back(void **state)
 	assert_true(h_wait_count(h, &a->calls, 1));
 	h_settle(h);
 	assert_int_equal(a->n, 1);
-	assert_got(&a->got[0], "pcb", "m1", 1);
+	h_assert_got(&a->got[0], "pcb", "m1", 1);
 	assert_int_equal(b->calls, 0);
 	struct broker_qinfo qi;
 	h_qinfo(h, "pcb", &qi);
@@ -296,7 +272,7 @@ static void pull_cancel_gives_deliveries_back(void **state)
 	assert_int_equal(h_pull(h, 0, "pcb", 5, 0), 0);
 	assert_true(h_wait_count(h, &a->calls, 1));
 	assert_int_equal(a->n, 1);
-	assert_got(&a->got[0], "pcb", "m2", 2);
+	h_assert_got(&a->got[0], "pcb", "m2", 2);
 }
 
 /* The same, with a consumer that has room: what the cancel gave back must
@@ -310,7 +286,7 @@ static void pull_cancel_redispatches(void **state)
 	assert_int_equal(h_consume(h, 0, "pcr", 10), 0);
 	assert_true(h_wait_count(h, &h->pulls[0].calls, 1));
 	assert_true(h_wait_size(h, &c->n, 1));
-	assert_got(&c->got[0], "pcr", "m2", 2);
+	h_assert_got(&c->got[0], "pcr", "m2", 2);
 }
 
 static void pull_bad_arguments(void **state)

@@ -9,30 +9,6 @@
 
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
-#define assert_got(d, q, s, a) check_got(d, q, s, a, __FILE__, __LINE__)
-
-static void check_got(const struct h_delivery *d, const char *queue, const char *data,
-		      uint32_t attempt, const char *file, int line)
-{
-	const struct tern_msg *m = d->msg;
-	if (m->data_len == strlen(data) && memcmp(m->data, data, m->data_len) == 0 &&
-	    strcmp(d->queue, queue) == 0 && d->attempt == attempt && d->delivery_id[0])
-		return;
-	print_error("delivery '%.*s' of queue '%s' attempt %u, expected '%s' of '%s' attempt %u\n",
-		    (int)m->data_len, (const char *)m->data, d->queue, d->attempt, data, queue,
-		    attempt);
-	_fail(file, line);
-}
-
-static void enq_range(struct h *h, const char *queue, int first, int last)
-{
-	for (int k = first; k <= last; k++) {
-		char data[32];
-		snprintf(data, sizeof(data), "m%d", k);
-		assert_int_equal(h_enq(h, queue, data, NULL, NULL), 0);
-	}
-}
-
 static void qinfo(struct h *h, const char *queue, uint64_t *ready, uint64_t *unacked)
 {
 	struct broker_qinfo qi;
@@ -53,7 +29,7 @@ static void ack_from_callback(void **state)
 {
 	struct h *h = *state;
 	h_open(h);
-	enq_range(h, "ai", 1, 5);
+	h_enq_range(h, "ai", 1, 5, NULL);
 	struct consumer *c = &h->cons[0];
 	c->hook = ack_inline;
 	assert_int_equal(h_consume(h, 0, "ai", 1), 0);
@@ -63,7 +39,7 @@ static void ack_from_callback(void **state)
 	for (int k = 0; k < 5; k++) {
 		char data[8];
 		snprintf(data, sizeof(data), "m%d", k + 1);
-		assert_got(&c->got[k], "ai", data, 1);
+		h_assert_got(&c->got[k], "ai", data, 1);
 	}
 	uint64_t ready, unacked;
 	qinfo(h, "ai", &ready, &unacked);
@@ -94,12 +70,12 @@ static void nack_from_callback_ends_in_dead_letters(void **state)
 	struct consumer *c = &h->cons[0];
 	c->hook = nack_inline;
 	assert_int_equal(h_consume(h, 0, "ni", 1), 0);
-	enq_range(h, "ni", 1, 1);
+	h_enq_range(h, "ni", 1, 1, NULL);
 	assert_true(h_wait_size(h, &c->n, 3));
 	h_settle(h);
 	assert_int_equal(c->n, 3);
 	for (int k = 0; k < 3; k++)
-		assert_got(&c->got[k], "ni", "m1", (uint32_t)k + 1);
+		h_assert_got(&c->got[k], "ni", "m1", (uint32_t)k + 1);
 	struct broker_qinfo qi;
 	h_qinfo(h, "ni", &qi);
 	assert_int_equal(qi.dead_lettered, 1);
@@ -126,7 +102,7 @@ static void cancel_other_from_callback(void **state)
 	h->cons[0].hook = cancel_other_consumer;
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(h_consume(h, i, "co", 100), 0);
-	enq_range(h, "co", 1, 6);
+	h_enq_range(h, "co", 1, 6, NULL);
 	h_settle(h);
 	assert_int_equal(h->cons[1].n, 0);
 	assert_int_equal(h->cons[0].n + h->cons[2].n, 6);
@@ -153,13 +129,13 @@ static void consume_from_callback(void **state)
 	h_open(h);
 	h->cons[0].hook = consume_again;
 	assert_int_equal(h_consume(h, 0, "ca", 1), 0);
-	enq_range(h, "ca", 1, 4);
+	h_enq_range(h, "ca", 1, 4, NULL);
 	h_settle(h);
 	assert_int_equal(h->cons[0].n, 1);
 	assert_int_equal(h->cons[1].n, 3);
-	assert_got(&h->cons[0].got[0], "ca", "m1", 1);
-	assert_got(&h->cons[1].got[0], "ca", "m2", 1);
-	assert_got(&h->cons[1].got[2], "ca", "m4", 1);
+	h_assert_got(&h->cons[0].got[0], "ca", "m1", 1);
+	h_assert_got(&h->cons[1].got[0], "ca", "m2", 1);
+	h_assert_got(&h->cons[1].got[2], "ca", "m4", 1);
 }
 
 /* A pull's callback acks what it got and pulls again. */
@@ -176,7 +152,7 @@ static void pull_from_pull_callback(void **state)
 {
 	struct h *h = *state;
 	h_open(h);
-	enq_range(h, "pa", 1, 3);
+	h_enq_range(h, "pa", 1, 3, NULL);
 	struct pull_result *a = &h->pulls[0], *b = &h->pulls[1];
 	a->hook = pull_again;
 	a->hook_arg = h;
@@ -184,8 +160,8 @@ static void pull_from_pull_callback(void **state)
 	assert_true(h_wait_count(h, &a->calls, 1));
 	assert_true(h_wait_count(h, &b->calls, 1));
 	assert_int_equal(b->n, 2);
-	assert_got(&b->got[0], "pa", "m2", 1);
-	assert_got(&b->got[1], "pa", "m3", 1);
+	h_assert_got(&b->got[0], "pa", "m2", 1);
+	h_assert_got(&b->got[1], "pa", "m3", 1);
 	uint64_t ready, unacked;
 	qinfo(h, "pa", &ready, &unacked);
 	assert_int_equal(ready, 0);
@@ -203,8 +179,8 @@ static void tick_chains_timeout_dead_letter_and_pull(void **state)
 	struct broker_qconf two = {.has_ack_timeout = true, .ack_timeout_ms = 200};
 	assert_int_equal(h_qconf(h, "t1", &one), 0);
 	assert_int_equal(h_qconf(h, "t2", &two), 0);
-	enq_range(h, "t1", 1, 1);
-	enq_range(h, "t2", 1, 1);
+	h_enq_range(h, "t1", 1, 1, NULL);
+	h_enq_range(h, "t2", 1, 1, NULL);
 	struct consumer *c1 = &h->cons[0], *c2 = &h->cons[1];
 	assert_int_equal(h_consume(h, 0, "t1", 1), 0);
 	assert_int_equal(h_consume(h, 1, "t2", 1), 0);
@@ -220,10 +196,10 @@ static void tick_chains_timeout_dead_letter_and_pull(void **state)
 	assert_true(h_wait_size(h, &c2->n, 2));
 	h_settle(h);
 	assert_int_equal(p->n, 1);
-	assert_got(&p->got[0], "t1.dlq", "m1", 1);
+	h_assert_got(&p->got[0], "t1.dlq", "m1", 1);
 	assert_string_equal(p->got[0].msg->id, c1->got[0].msg->id);
 	assert_int_equal(c1->n, 1);
-	assert_got(&c2->got[1], "t2", "m1", 2);
+	h_assert_got(&c2->got[1], "t2", "m1", 2);
 	/* The dead-letter queue's own timeout (the default) applies there. */
 	h_tick(h, 200);
 	uint64_t ready, unacked;
@@ -243,7 +219,7 @@ static void late_ack_after_timeout(void **state)
 	h_open(h);
 	struct broker_qconf conf = {.has_ack_timeout = true, .ack_timeout_ms = 100};
 	assert_int_equal(h_qconf(h, "la", &conf), 0);
-	enq_range(h, "la", 1, 1);
+	h_enq_range(h, "la", 1, 1, NULL);
 	struct pull_result *p = &h->pulls[0];
 	assert_int_equal(h_pull(h, 0, "la", 1, 0), 0);
 	assert_true(h_wait_count(h, &p->calls, 1));
