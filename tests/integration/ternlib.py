@@ -11,6 +11,7 @@ start is ended by its PID, never by name.
 """
 
 import asyncio
+import atexit
 import base64
 import inspect
 import json
@@ -57,6 +58,22 @@ def check_eq(got, want, what, *detail):
     if got != want:
         extra = " | ".join(repr(d) for d in detail)
         raise TestFailure("%s: got %r, want %r%s" % (what, got, want, (" | " + extra) if extra else ""))
+
+
+_TMPDIRS = []
+
+
+def tmpdir(prefix="tern-it-"):
+    """A temp dir removed when the script exits."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    _TMPDIRS.append(d)
+    return d
+
+
+@atexit.register
+def _remove_tmpdirs():
+    for d in _TMPDIRS:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def free_port():

@@ -57,7 +57,7 @@ def test_help():
 
 
 def test_bad_flags_one_line():
-    tmp = tempfile.mkdtemp(prefix="tern-it-cli-")
+    tmp = T.tmpdir("tern-it-cli-")
     port = T.free_port()
     listen = "127.0.0.1:%d" % port
     data = os.path.join(tmp, "d")
@@ -83,7 +83,7 @@ def test_bad_flags_one_line():
 
 
 def test_bad_config_values_one_line():
-    tmp = tempfile.mkdtemp(prefix="tern-it-cfg-")
+    tmp = T.tmpdir("tern-it-cfg-")
     port = T.free_port()
     for what, text in [("unknown key", "no_such_key 5\n"),
                        ("not a number", "max_message_bytes lots\n"),
@@ -105,7 +105,7 @@ def test_busy_port_one_line():
     holder.bind((T.HOST, 0))
     holder.listen(1)
     port = holder.getsockname()[1]
-    tmp = tempfile.mkdtemp(prefix="tern-it-busy-")
+    tmp = T.tmpdir("tern-it-busy-")
     try:
         p = tern("dev", "--listen", "127.0.0.1:%d" % port, "--data", os.path.join(tmp, "d"), timeout=60)
         line = check_one_line_failure(p, "busy port")
@@ -116,7 +116,7 @@ def test_busy_port_one_line():
 
 
 def test_unusable_data_dir_one_line():
-    tmp = tempfile.mkdtemp(prefix="tern-it-data-")
+    tmp = T.tmpdir("tern-it-data-")
     a_file = os.path.join(tmp, "file")
     with open(a_file, "w") as f:
         f.write("not a dir")
