@@ -195,5 +195,68 @@ async def test_ack_timeout_keeps_running_after_restart():
         s.cleanup()
 
 
+async def test_enqueue_idempotency_key_survives_sigkill():
+    s = T.Server().start()
+    try:
+        q = Q.qname("crash-idem")
+        c = await Q.connect(s)
+        firsts = [await c.enqueue(q, i, idempotency_key="k%d" % i) for i in range(10)]
+        rest = Q.enqueue_rest(s, q, [{"data": 10, "idempotency_key": "k10"}])
+        s.kill()
+        s.start()
+        c = await Q.connect(s)
+        for i in range(10):
+            r = await c.enqueue(q, i, idempotency_key="k%d" % i)
+            check_eq(r["id"], firsts[i]["id"], "key k%d after SIGKILL" % i)
+        again = Q.enqueue_rest(s, q, [{"data": 10, "idempotency_key": "k10"}])
+        check_eq(again[0]["id"], rest[0]["id"], "REST key after SIGKILL")
+        Q.wait_counts(s, q, (11, 0, 0))
+        await c.close()
+        s.stop()
+    finally:
+        s.cleanup()
+
+
+async def test_sigterm_with_long_poll_and_consumer_in_flight():
+    """SIGTERM while a long-poll waits and a consumer holds unacked work: the
+    process still exits 0 within the stop bound, and the held work is there
+    after the restart."""
+    s = T.Server().start()
+    try:
+        q = Q.qname("term")
+        idle = Q.qname("term-idle")
+        Q.enqueue_rest(s, q, [{"data": i} for i in range(3)])
+        c = await Q.connect(s)
+        await c.consume(q, prefetch=3)
+        await c.deliveries(q, 3)
+
+        def long_poll():
+            try:
+                return s.http("POST", Q.qpath(idle, "/pull"), body={"wait_ms": 30000}, timeout=T.STOP_S + 10)
+            except Exception as e:  # the connection may be closed on shutdown
+                return ("closed", repr(e))
+        fut = asyncio.ensure_future(Q.in_thread(long_poll))
+        await asyncio.sleep(0.5)
+        t0 = time.monotonic()
+        await Q.in_thread(s.stop)  # asserts exit code 0
+        took = time.monotonic() - t0
+        res = await asyncio.wait_for(fut, T.WAIT_S + 30)
+        if isinstance(res, tuple) and len(res) == 3:
+            status, _, body = res
+            check(status in (200, 503), "the waiting pull is answered 200 (empty) or 503", status, body)
+            if status == 200:
+                check_eq(body, {"deliveries": []}, "an empty answer")
+        print("  stop took %.2fs; the long-poll got %r" % (took, res[:2] if len(res) == 3 else res))
+        s.start()
+        Q.wait_counts(s, q, (3, 0, 0))
+        got = Q.pull(s, q, max_n=10)
+        check_eq([(d["data"], d["attempt"]) for d in got], [(0, 2), (1, 2), (2, 2)],
+                 "held deliveries back after the restart, attempt 2")
+        Q.ack_rest_ok(s, q, [d["delivery_id"] for d in got])
+        s.stop()
+    finally:
+        s.cleanup()
+
+
 if __name__ == "__main__":
     T.main(globals())

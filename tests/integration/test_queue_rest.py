@@ -160,6 +160,37 @@ async def test_long_poll_and_ws_consumer_compete_without_duplicates():
     await p.close()
 
 
+async def test_two_long_polls_one_message():
+    """Two pulls wait on one queue; one message comes: exactly one of them gets
+    it, the other returns empty after its wait_ms."""
+    s = server()
+    q = Q.qname("lptwo")
+    f1 = asyncio.ensure_future(Q.in_thread(Q.pull, s, q, max_n=5, wait_ms=3000))
+    f2 = asyncio.ensure_future(Q.in_thread(Q.pull, s, q, max_n=5, wait_ms=3000))
+    await asyncio.sleep(0.5)
+    ids = [m["id"] for m in Q.enqueue_rest(s, q, {"data": "only one"})]
+    r1, r2 = await asyncio.wait_for(asyncio.gather(f1, f2), T.WAIT_S + 10)
+    got = r1 + r2
+    check_eq([d["id"] for d in got], ids, "exactly one of the two long-polls got the message", r1, r2)
+    Q.ack_rest_ok(s, q, [got[0]["delivery_id"]])
+
+
+def test_pulled_delivery_runs_under_ack_timeout():
+    s = server()
+    q = Q.qname("pulltimeout")
+    Q.put_queue(s, q, ack_timeout_ms=500)
+    Q.enqueue_rest(s, q, {"data": "x"})
+    d1 = Q.pull(s, q)
+    check_eq(Q.pull(s, q, wait_ms=0), [], "not pullable again while its delivery runs")
+    d2 = Q.pull(s, q, wait_ms=10000)
+    check_eq((d2[0]["id"], d2[0]["attempt"]), (d1[0]["id"], 2), "pulled again after the ack timeout, attempt 2")
+    check(d2[0]["delivery_id"] != d1[0]["delivery_id"], "a new delivery id")
+    status, _, body = Q.ack_rest(s, q, [d1[0]["delivery_id"]])
+    T.check_rest_error(status, body, 40400, "ack of the timed-out pull")
+    Q.ack_rest_ok(s, q, [d2[0]["delivery_id"]])
+    Q.wait_counts(s, q, (0, 0, 0))
+
+
 async def test_delivery_ids_valid_across_transports():
     s = server()
     q = Q.qname("cross")
