@@ -637,6 +637,18 @@ static void enqueue_idempotency_returns_first_id(void **state)
 	assert_int_equal(c->n, 1);
 	h_assert_data(c->got[0].msg, "first");
 
+	/* A repeat in flight with its first (one batch, most likely): one. */
+	struct pub_result b1 = {0}, b2 = {0};
+	assert_int_equal(h_enq_async(h, "iq3", "x", "k-2", &b1), 0);
+	assert_int_equal(h_enq_async(h, "iq3", "y", "k-2", &b2), 0);
+	assert_true(h_wait_count(h, &b1.calls, 1));
+	assert_true(h_wait_count(h, &b2.calls, 1));
+	assert_int_equal(b1.err, 0);
+	assert_int_equal(b2.err, 0);
+	assert_string_equal(b1.id, b2.id);
+	h_qinfo(h, "iq3", &qi);
+	assert_int_equal(qi.ready, 1);
+
 	/* After the window (2 minutes), the key makes a new message. */
 	struct pub_result r5 = {0};
 	h_advance(h, 120001);
@@ -686,6 +698,36 @@ static void enqueue_bad_input(void **state)
 	assert_int_equal(qi.ready, 0);
 }
 
+/* Enqueues wait for the store like publishes do: past the bound on bytes
+ * waiting for the store thread, refused as retryable (broker.h: "Errors as
+ * broker_publish"), so memory does not absorb a slow disk. */
+static void enqueue_store_queue_bound(void **state)
+{
+	struct h *h = *state;
+	h->cfg.store_queue_max_bytes = 100;
+	h_open(h);
+	char data[300];
+	memset(data, 'q', sizeof(data) - 1);
+	data[sizeof(data) - 1] = 0;
+	struct pub_result r = {0};
+	const char *why = NULL;
+	struct broker_enq e = {.queue = "sb", .queue_len = 2, .data = data, .data_len = 299};
+	int rc = broker_enqueue(h->b, &e, on_enq, &r, &why);
+	if (rc == 0) {
+		assert_true(h_wait_count(h, &r.calls, 1));
+		fail_msg("an enqueue larger than the store's queue bound was taken");
+	}
+	assert_int_equal(rc, TERN_EUNAVAIL);
+	assert_true(tern_err_retryable(rc));
+	assert_non_null(why);
+	h_settle(h);
+	assert_int_equal(r.calls, 0);
+	struct broker_qinfo qi;
+	h_qinfo(h, "sb", &qi);
+	assert_int_equal(qi.ready, 0);
+	assert_int_equal(h_enq(h, "sb", "small", NULL, NULL), 0);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -707,6 +749,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_h(ack_unknown_stale_and_foreign_ids),
 		cmocka_unit_test_h(enqueue_idempotency_returns_first_id),
 		cmocka_unit_test_h(enqueue_bad_input),
+		cmocka_unit_test_h(enqueue_store_queue_bound),
 	};
 	return h_run("queue", tests, N(tests), argc, argv);
 }

@@ -267,6 +267,32 @@ static void dlq_of_longest_name_is_reachable(void **state)
 	h_assert_got(&d->got[0], dlq, "m1", 1);
 }
 
+/* A delivery still out at a clean close is given back like a cancelled
+ * consumer's: when it was delivery number max_attempts, the message is dead
+ * letters after the restart, never delivered a max_attempts + 1st time. */
+static void restart_at_max_attempts_dead_letters(void **state)
+{
+	struct h *h = *state;
+	struct broker_qinfo qi;
+	h_open(h);
+	set_timeout_attempts(h, "rm", 0, 2);
+	h_enq_range(h, "rm", 1, 1, NULL);
+	struct pull_result *p = &h->pulls[0];
+	assert_int_equal(h_pull(h, 0, "rm", 1, 0), 0);
+	assert_true(h_wait_count(h, &p->calls, 1));
+	assert_int_equal(h_nack(h, "rm", p->got[0].delivery_id, true), 0);
+	assert_int_equal(h_pull(h, 0, "rm", 1, 0), 0);
+	assert_true(h_wait_count(h, &p->calls, 1));
+	h_assert_got(&p->got[0], "rm", "m1", 2);
+	h_reopen(h);
+	assert_int_equal(h_pull(h, 0, "rm", 1, 0), 0);
+	assert_true(h_wait_count(h, &p->calls, 1));
+	if (p->n > 0)
+		fail_msg("delivered again with attempt %u, max_attempts 2", p->got[0].attempt);
+	h_qinfo(h, "rm.dlq", &qi);
+	assert_int_equal(qi.ready, 1);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -277,6 +303,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_h(configured_dead_letter_is_used),
 		cmocka_unit_test_h(dlq_dead_letters_into_own_tail),
 		cmocka_unit_test_h(dlq_of_longest_name_is_reachable),
+		cmocka_unit_test_h(restart_at_max_attempts_dead_letters),
 	};
 	return h_run("queue_dlq", tests, N(tests), argc, argv);
 }

@@ -236,6 +236,47 @@ static void late_ack_after_timeout(void **state)
 	assert_int_equal(ready, 1);
 }
 
+/* Work given back (nack, ack timeout, cancel) answers a pull waiting on the
+ * queue, each at once. */
+static void given_back_work_answers_waiting_pull(void **state)
+{
+	struct h *h = *state;
+	h_open(h);
+	struct broker_qconf conf = {.has_ack_timeout = true, .ack_timeout_ms = 100};
+	assert_int_equal(h_qconf(h, "gb", &conf), 0);
+	h_enq_range(h, "gb", 1, 3, NULL);
+	struct consumer *c = &h->cons[0];
+	assert_int_equal(h_consume(h, 0, "gb", 3), 0);
+	assert_true(h_wait_size(h, &c->n, 3));
+	struct pull_result *p = &h->pulls[0];
+
+	assert_int_equal(h_pull(h, 0, "gb", 5, 10000), 0);
+	h_settle(h);
+	assert_int_equal(p->calls, 0);
+	assert_int_equal(h_nack(h, "gb", c->got[0].delivery_id, true), 0);
+	assert_true(h_wait_count(h, &p->calls, 1));
+	assert_int_equal(p->n, 1);
+	h_assert_got(&p->got[0], "gb", "m1", 2);
+
+	assert_int_equal(h_ack(h, "gb", c->got[1].delivery_id), 0);
+	assert_int_equal(h_ack(h, "gb", p->got[0].delivery_id), 0);
+	assert_int_equal(h_pull(h, 0, "gb", 5, 10000), 0);
+	h_settle(h);
+	assert_int_equal(p->calls, 0);
+	h_cancel(h, 0); /* m3 goes back */
+	assert_true(h_wait_count(h, &p->calls, 1));
+	assert_int_equal(p->n, 1);
+	h_assert_got(&p->got[0], "gb", "m3", 2);
+
+	assert_int_equal(h_pull(h, 1, "gb", 5, 10000), 0);
+	h_settle(h);
+	assert_int_equal(h->pulls[1].calls, 0);
+	h_tick(h, 100); /* pull 0's m3 times out */
+	assert_true(h_wait_count(h, &h->pulls[1].calls, 1));
+	assert_int_equal(h->pulls[1].n, 1);
+	h_assert_got(&h->pulls[1].got[0], "gb", "m3", 3);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -246,6 +287,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_h(pull_from_pull_callback),
 		cmocka_unit_test_h(tick_chains_timeout_dead_letter_and_pull),
 		cmocka_unit_test_h(late_ack_after_timeout),
+		cmocka_unit_test_h(given_back_work_answers_waiting_pull),
 	};
 	return h_run("queue_reentry", tests, N(tests), argc, argv);
 }
