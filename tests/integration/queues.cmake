@@ -28,6 +28,7 @@ function(tern_queue_it_register)
   tern_queue_it_add(queue_bindings    test_queue_bindings.py    300)
   tern_queue_it_add(queue_errors      test_queue_errors.py      300)
   tern_queue_it_add(queue_durability  test_queue_durability.py  500)
+  tern_queue_it_add(queue_stress      test_queue_stress.py      500)
 endfunction()
 
 cmake_language(DEFER DIRECTORY ${CMAKE_SOURCE_DIR} CALL tern_queue_it_register)
