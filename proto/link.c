@@ -138,8 +138,13 @@ int link_create(uv_loop_t *loop, const link_config *cfg, bool dialer, tern_link 
   l->gai.data = l;
   l->handles_open = 4;
   l->created_ms = l->last_read_ms = uv_now(loop);
-  uint64_t tick = l->cfg.ping_interval_ms / 4;
-  if (tick > 100) tick = 100;
+  /* One timer per link checks handshake, liveness, pings and linger: a quarter of the tighter
+   * of the ping interval and the handshake timeout, at most 250 ms, so 1000 idle links cost
+   * 4000 wake-ups per second at most. */
+  uint64_t tick = l->cfg.ping_interval_ms < l->cfg.handshake_timeout_ms ? l->cfg.ping_interval_ms
+                                                                         : l->cfg.handshake_timeout_ms;
+  tick /= 4;
+  if (tick > 250) tick = 250;
   if (tick < 2) tick = 2;
   uv_timer_start(&l->hb_timer, on_hb, tick, tick);
   *out = l;
