@@ -13,11 +13,17 @@
 #                            [--messages N] [--producers P] [--consumers C]
 #                            [--window W] [--prefetch F] [--backlog N]
 #                            [--bytes B] [--set 'KEY VAL'] [--tern-only]
-#                            [--rabbit-only] [--smoke] [--keep]
+#                            [--rabbit-only] [--rounds N] [--nice N] [--smoke]
+#                            [--keep]
 #
 #   --build DIR     where `tern` and tests/bench/bench_queue are (./build)
 #   --set 'KEY VAL' a line of the tern server's config (repeatable), e.g.
 #                   --set 'store_sync normal'
+#   --rounds N      run the pair N times, alternating (tern, rabbitmq, tern, ...),
+#                   each on a fresh broker; the summary gives every run and
+#                   the median rates (the machine is shared: load varies)
+#   --nice N        run brokers and harness under `nice -n N` (root may use
+#                   a negative N to stand up to other load on the machine)
 #   --smoke         5000 messages, Tern only unless --rabbit-only: proves the harness
 #   --keep          keep the temporary dirs and logs
 #
@@ -28,8 +34,8 @@ set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 build="$repo/build"
-tern="" bench="" smoke=0 keep=0 do_tern=1 do_rabbit=1
-messages=300000 producers=2 consumers=2 window=256 prefetch=256 backlog=20000 bytes=64
+tern="" bench="" smoke=0 keep=0 do_tern=1 do_rabbit=1 rounds=1 nice_n=""
+messages=200000 producers=2 consumers=2 window=64 prefetch=64 backlog=20000 bytes=64
 extra_conf=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -47,8 +53,10 @@ while [ $# -gt 0 ]; do
     --tern-only) do_rabbit=0; shift ;;
     --rabbit-only) do_tern=0; shift ;;
     --smoke) smoke=1; shift ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --nice) nice_n=$2; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "run_queue: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -120,20 +128,25 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 2' INT TERM
 
+
 workload=(--messages "$messages" --producers "$producers" --consumers "$consumers"
           --window "$window" --prefetch "$prefetch" --backlog "$backlog" --bytes "$bytes")
+nice_cmd=()
+[ -n "$nice_n" ] && nice_cmd=(nice -n "$nice_n")
 status=0
-tern_out="" rabbit_out=""
+results=()   # "broker<TAB>output" per run
 
 get() { sed -n "s/^$1=//p" <<<"$2" | head -1; }
 
 # ------------------------------------------------------------------ Tern
-if [ "$do_tern" = 1 ]; then
+run_tern() {
+  local port conf up i q out rc info
   port=$(free_port)
   conf=$tmp/tern.conf
+  rm -rf "$tmp/tern-data"
   : >"$conf"
   for line in "${extra_conf[@]}"; do echo "$line" >>"$conf"; done
-  "$tern" dev --listen "127.0.0.1:$port" --data "$tmp/tern-data" --config "$conf" \
+  "${nice_cmd[@]}" "$tern" dev --listen "127.0.0.1:$port" --data "$tmp/tern-data" --config "$conf" \
     >"$tmp/tern.out" 2>"$tmp/tern.err" </dev/null &
   tern_pid=$!
   up=0
@@ -147,11 +160,11 @@ if [ "$do_tern" = 1 ]; then
     tail -5 "$tmp/tern.err" >&2
     exit 2
   fi
-  echo "== tern dev pid $tern_pid on 127.0.0.1:$port (config: ${extra_conf[*]:-defaults})"
+  echo "== tern dev pid $tern_pid on 127.0.0.1:$port (config: ${extra_conf[*]:-defaults}; load $(cut -d' ' -f1-3 /proc/loadavg))"
   q="bench-$(date +%s)-$$"
-  tern_out=$("$bench" --broker tern --port "$port" --pid "$tern_pid" --queue "$q" "${workload[@]}")
+  out=$("${nice_cmd[@]}" "$bench" --broker tern --port "$port" --pid "$tern_pid" --queue "$q" "${workload[@]}")
   rc=$?
-  echo "$tern_out"
+  echo "$out"
   [ "$rc" = 0 ] || status=1
   # The broker's own view: every message acked, no consumer left.
   info=""
@@ -164,25 +177,29 @@ if [ "$do_tern" = 1 ]; then
   if ! { grep -q '"ready": *0' <<<"$info" && grep -q '"unacked": *0' <<<"$info"; }; then
     echo "run_queue: tern still holds messages after every ack" >&2
     status=1
+    out=$(printf '%s\npass=0\n' "$(grep -v '^pass=' <<<"$out")")
   fi
   curl -s --max-time 5 "http://127.0.0.1:$port/metrics" | grep "^tern_queue_.*queue=\"$q\"" || true
   stop_pid "$tern_pid" "tern"
   tern_pid=""
-fi
+  results+=("tern	$out")
+}
 
 # ------------------------------------------------------------------ RabbitMQ
-if [ "$do_rabbit" = 1 ]; then
+run_rabbit() {
+  local amqp_port dist_port epmd_port r up i c out rc
   amqp_port=$(free_port)
   dist_port=$(free_port)
   epmd_port=$(free_port)
   r=$tmp/rabbitmq
+  rm -rf "$r"
   mkdir -p "$r/home" "$r/mnesia" "$r/log"
-  cat >"$r/rabbitmq.conf" <<EOF
+  cat >"$r/rabbitmq.conf" <<CONF
 listeners.tcp.default = 127.0.0.1:$amqp_port
 loopback_users.guest = true
 log.console = false
 log.file.level = warning
-EOF
+CONF
   echo "[]." >"$r/enabled_plugins"
   : >"$r/rabbitmq-env.conf"
   # Our own epmd on loopback, so nothing is shared with (or left for) others.
@@ -198,10 +215,11 @@ EOF
     RABBITMQ_CONFIG_FILE="$r/rabbitmq.conf" RABBITMQ_ADVANCED_CONFIG_FILE="$r/advanced.config" \
     RABBITMQ_ENABLED_PLUGINS_FILE="$r/enabled_plugins" RABBITMQ_CONF_ENV_FILE="$r/rabbitmq-env.conf" \
     RABBITMQ_PID_FILE="$r/rabbit.pid" \
-    "$rabbit_server" >"$r/server.out" 2>"$r/server.err" </dev/null &
+    "${nice_cmd[@]}" "$rabbit_server" >"$r/server.out" 2>"$r/server.err" </dev/null &
   rabbit_pid=$!
   # The script runs the Erlang VM as its child (erl execs beam.smp): find it.
   up=0
+  beam_pid=""
   for i in $(seq 1 900); do
     if [ -z "$beam_pid" ]; then
       for c in $(cat /proc/$rabbit_pid/task/*/children 2>/dev/null); do
@@ -217,33 +235,45 @@ EOF
     tail -20 "$r/server.out" "$r/server.err" >&2
     exit 2
   fi
-  echo "== rabbitmq-server $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null) pid $rabbit_pid (beam $beam_pid) on 127.0.0.1:$amqp_port"
-  rabbit_out=$("$bench" --broker rabbitmq --port "$amqp_port" --pid "$beam_pid" --queue "bench-$$" "${workload[@]}")
+  echo "== rabbitmq-server $(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null) pid $rabbit_pid (beam $beam_pid) on 127.0.0.1:$amqp_port (load $(cut -d' ' -f1-3 /proc/loadavg))"
+  out=$("${nice_cmd[@]}" "$bench" --broker rabbitmq --port "$amqp_port" --pid "$beam_pid" --queue "bench-$$" "${workload[@]}")
   rc=$?
-  echo "$rabbit_out"
+  echo "$out"
   [ "$rc" = 0 ] || status=1
   stop_pid "$rabbit_pid" "rabbitmq-server"
   rabbit_pid=""
   for i in $(seq 1 100); do kill -0 "$beam_pid" 2>/dev/null || break; sleep 0.1; done
   stop_pid "$epmd_pid" "epmd"
   epmd_pid=""
-fi
+  results+=("rabbitmq	$out")
+}
+
+for round in $(seq 1 "$rounds"); do
+  [ "$do_tern" = 1 ] && run_tern
+  [ "$do_rabbit" = 1 ] && run_rabbit
+done
 
 # ------------------------------------------------------------------ summary
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'; }
 echo
-printf '%-9s %5s %10s %10s %10s %10s %12s %12s\n' broker pass msgs/s p50_us p99_us max_us broker_us/msg harness_us/msg
-for b in tern rabbitmq; do
-  out=$tern_out
-  [ "$b" = rabbitmq ] && out=$rabbit_out
-  [ -n "$out" ] || continue
-  printf '%-9s %5s %10s %10s %10s %10s %12s %12s\n' "$b" "$(get pass "$out")" "$(get rate "$out")" \
+echo "workload: ${workload[*]}"
+printf '%-9s %5s %10s %10s %10s %10s %14s %15s %10s\n' broker pass msgs/s p50_us p99_us max_us broker_us/msg harness_us/msg cpu_cores
+for res in "${results[@]}"; do
+  b=${res%%	*} out=${res#*	}
+  printf '%-9s %5s %10s %10s %10s %10s %14s %15s %10s\n' "$b" "$(get pass "$out")" "$(get rate "$out")" \
     "$(get latency_p50_us "$out")" "$(get latency_p99_us "$out")" "$(get latency_max_us "$out")" \
-    "$(get broker_cpu_us_per_msg "$out")" "$(get harness_cpu_us_per_msg "$out")"
+    "$(get broker_cpu_us_per_msg "$out")" "$(get harness_cpu_us_per_msg "$out")" "$(get broker_cpu_cores "$out")"
 done
-if [ -n "$tern_out" ] && [ -n "$rabbit_out" ]; then
-  tr=$(get rate "$tern_out") rr=$(get rate "$rabbit_out")
-  if [ -n "$tr" ] && [ -n "$rr" ] && [ "$rr" != 0 ]; then
-    echo "ratio_tern_over_rabbitmq=$(awk -v a="$tr" -v b="$rr" 'BEGIN { printf "%.2f", a / b }')"
+rates() { for res in "${results[@]}"; do [ "${res%%	*}" = "$1" ] && get rate "${res#*	}"; done; }
+cpus() { for res in "${results[@]}"; do [ "${res%%	*}" = "$1" ] && get broker_cpu_us_per_msg "${res#*	}"; done; }
+tr=$(rates tern | median) rr=$(rates rabbitmq | median)
+[ -n "$tr" ] && echo "tern_rate_median=$tr"
+[ -n "$rr" ] && echo "rabbitmq_rate_median=$rr"
+if [ -n "$tr" ] && [ -n "$rr" ] && [ "$rr" != 0 ]; then
+  echo "ratio_tern_over_rabbitmq=$(awk -v a="$tr" -v b="$rr" 'BEGIN { printf "%.2f", a / b }')"
+  tc=$(cpus tern | median) rc=$(cpus rabbitmq | median)
+  if [ -n "$tc" ] && [ -n "$rc" ]; then
+    echo "cpu_per_msg_ratio_rabbitmq_over_tern=$(awk -v a="$rc" -v b="$tc" 'BEGIN { if (b > 0) printf "%.2f", a / b }')"
   fi
 fi
 exit $status
