@@ -57,7 +57,7 @@ static const struct lws_protocols protocols[] = {
 		.per_session_data_size = sizeof(void *),
 		/* lws allocates this per connection on its first read: kept small
 		 * for idle connections; larger frames arrive in several pieces. */
-		.rx_buffer_size = 2048,
+		.rx_buffer_size = 1024,
 	},
 	{NULL, NULL, 0, 0, 0, NULL, 0}
 };
