@@ -27,6 +27,14 @@ static void unary(void **state) {
   link_interceptor icpt[2] = {link_mw_metrics_interceptor(&metrics), link_mw_log_interceptor(&log)};
   f.ccfg.interceptors = icpt;
   f.ccfg.interceptor_count = 2;
+  FILE *slog_out = tmpfile();
+  ASSERT(slog_out);
+  link_mw_log slog = {.out = slog_out};
+  link_mw_metrics smetrics = {0};
+  link_interceptor sicpt[2] = {link_mw_log_interceptor(&slog),
+                               link_mw_metrics_interceptor(&smetrics)};
+  f.scfg.interceptors = sicpt;
+  f.scfg.interceptor_count = 2;
   fx_start(&f);
   const link_peer_info *p = link_peer(f.cli);
   ASSERT(p && strcmp(p->node_id, "node-1") == 0 && p->plane == LINK_PLANE_DATA);
@@ -49,6 +57,18 @@ static void unary(void **state) {
   ASSERT(strcmp(f.d.md_seen, "v1") == 0);
   ASSERT(metrics.started == 50 && metrics.finished == 50 && metrics.by_code[LINK_OK] == 50);
   ASSERT(link_mw_metrics_percentile_us(&metrics, 99) > 0);
+  /* server side: one log line per call, metrics per side */
+  ASSERT(smetrics.server_calls == 50 && smetrics.client_calls == 0 && smetrics.finished == 50);
+  char line[512];
+  int lines = 0;
+  rewind(slog_out);
+  while (fgets(line, sizeof(line), slog_out)) {
+    ASSERT(strstr(line, "link call server tern.link.LinkDiag/Unary OK "));
+    ASSERT(strstr(line, "trace=trace-1"));
+    lines++;
+  }
+  ASSERT(lines == 50);
+  fclose(slog_out);
   /* a host name instead of an address */
   tern_link *byname;
   int ready = f.cli_ready;
