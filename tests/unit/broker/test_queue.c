@@ -447,6 +447,24 @@ static void ack_timeout_redelivers(void **state)
 	h_assert_got(&c->got[3], "to", "m2", 2);
 }
 
+/* Without configuration the ack timeout is the contract's 30 s. */
+static void ack_timeout_default(void **state)
+{
+	struct h *h = *state;
+	h_open(h);
+	h_enq_range(h, "dt", 1, 1, NULL);
+	struct consumer *c = &h->cons[0];
+	assert_int_equal(h_consume(h, 0, "dt", 1), 0);
+	assert_true(h_wait_size(h, &c->n, 1));
+	h_tick(h, TERN_QUEUE_ACK_TIMEOUT_MS_DEFAULT - 1);
+	h_settle(h);
+	assert_int_equal(c->n, 1);
+	assert_int_equal(TERN_QUEUE_ACK_TIMEOUT_MS_DEFAULT, 30000);
+	h_tick(h, 1);
+	assert_true(h_wait_size(h, &c->n, 2));
+	h_assert_got(&c->got[1], "dt", "m1", 2);
+}
+
 /* Several deliveries expiring in one tick go back to the head in their
  * order: the queue stays FIFO (as it reads after a restart too). */
 static void ack_timeout_several_keep_order(void **state)
@@ -747,6 +765,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_h(two_consumers_round_robin),
 		cmocka_unit_test_h(nack_requeue_goes_to_head),
 		cmocka_unit_test_h(ack_timeout_redelivers),
+		cmocka_unit_test_h(ack_timeout_default),
 		cmocka_unit_test_h(ack_timeout_several_keep_order),
 		cmocka_unit_test_h(ack_timeout_lowered_keeps_order_of_deadlines),
 		cmocka_unit_test_h(cancel_gives_deliveries_back),

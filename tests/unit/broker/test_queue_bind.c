@@ -512,6 +512,36 @@ static void config_merges_and_survives_reopen(void **state)
 	assert_int_equal(ready(h, "cq.dlq"), 0);
 }
 
+struct conf_check {
+	struct h *h;
+	int calls, err, on_disk;
+};
+
+static void on_conf_check(void *arg, int err)
+{
+	struct conf_check *k = arg;
+	k->calls++;
+	k->err = err;
+	k->on_disk = h_db_int(k->h, "SELECT ack_timeout_ms FROM queues WHERE name = ?1", "dur");
+}
+
+/* configure's callback runs after the commit: the setting is on disk. */
+static void config_durable_before_callback(void **state)
+{
+	struct h *h = *state;
+	h_open(h);
+	struct conf_check k = {.h = h};
+	struct broker_qconf c = {.has_ack_timeout = true, .ack_timeout_ms = 4321};
+	const char *why = NULL;
+	assert_int_equal(broker_queue_configure(h->b, "dur", 3, &c, on_conf_check, &k, &why), 0);
+	assert_int_equal(k.calls, 0); /* never inside the call */
+	assert_true(h_wait_count(h, &k.calls, 1));
+	h_settle(h);
+	assert_int_equal(k.calls, 1);
+	assert_int_equal(k.err, 0);
+	assert_int_equal(k.on_disk, 4321);
+}
+
 static void configure_rejects_bad_values(void **state)
 {
 	struct h *h = *state;
@@ -655,6 +685,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_h(info_of_unused_queue),
 		cmocka_unit_test_h(info_does_not_create),
 		cmocka_unit_test_h(config_merges_and_survives_reopen),
+		cmocka_unit_test_h(config_durable_before_callback),
 		cmocka_unit_test_h(configure_rejects_bad_values),
 		cmocka_unit_test_h(each_visits_every_queue),
 	};

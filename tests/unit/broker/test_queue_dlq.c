@@ -293,10 +293,35 @@ static void restart_at_max_attempts_dead_letters(void **state)
 	assert_int_equal(qi.ready, 1);
 }
 
+/* Without configuration, delivery number 5 (the contract's default) is the
+ * last: nacked four times it comes a fifth time, then goes. */
+static void max_attempts_default(void **state)
+{
+	struct h *h = *state;
+	struct broker_qinfo qi;
+	h_open(h);
+	h_enq_range(h, "md", 1, 1, NULL);
+	struct consumer *c = &h->cons[0];
+	assert_int_equal(h_consume(h, 0, "md", 1), 0);
+	for (uint32_t a = 1; a <= TERN_QUEUE_ATTEMPTS_DEFAULT; a++) {
+		assert_true(h_wait_size(h, &c->n, a));
+		h_assert_got(&c->got[a - 1], "md", "m1", a);
+		assert_int_equal(h_nack(h, "md", c->got[a - 1].delivery_id, true), 0);
+	}
+	h_settle(h);
+	assert_int_equal(c->n, 5);
+	h_qinfo(h, "md", &qi);
+	assert_int_equal(qi.max_attempts, 5);
+	assert_int_equal(qi.dead_lettered, 1);
+	h_qinfo(h, "md.dlq", &qi);
+	assert_int_equal(qi.ready, 1);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_h(max_attempts_dead_letters),
+		cmocka_unit_test_h(max_attempts_default),
 		cmocka_unit_test_h(dead_letter_msg_chan_is_stable),
 		cmocka_unit_test_h(attempts_survive_reopen),
 		cmocka_unit_test_h(nack_without_requeue_dead_letters),
