@@ -548,6 +548,58 @@ static void cancel_gives_deliveries_back(void **state)
 	assert_int_equal(qi.redelivered, 2);
 }
 
+/* Given-back work keeps queue order, not the order it was delivered in: a
+ * redelivered older message is still ahead of a newer one, as it is after a
+ * restart (which loads in queue order). */
+static void give_back_after_redelivery_keeps_fifo(void **state)
+{
+	struct h *h = *state;
+	h_open(h);
+	struct broker_qconf conf = {.has_ack_timeout = true, .ack_timeout_ms = 1000,
+				    .has_max_attempts = true, .max_attempts = 100};
+	assert_int_equal(h_qconf(h, "gr", &conf), 0);
+	h_enq_range(h, "gr", 1, 3, NULL);
+	struct consumer *a = &h->cons[0], *b = &h->cons[1];
+	assert_int_equal(h_consume(h, 0, "gr", 2), 0);
+	assert_true(h_wait_size(h, &a->n, 2)); /* m1, m2 */
+	assert_int_equal(h_nack(h, "gr", a->got[0].delivery_id, true), 0);
+	assert_true(h_wait_size(h, &a->n, 3)); /* m1 again, after m2 */
+	h_assert_got(&a->got[2], "gr", "m1", 2);
+	h_cancel(h, 0);
+	assert_int_equal(h_consume(h, 1, "gr", 10), 0);
+	assert_true(h_wait_size(h, &b->n, 3));
+	h_assert_got(&b->got[0], "gr", "m1", 3);
+	h_assert_got(&b->got[1], "gr", "m2", 2);
+	h_assert_got(&b->got[2], "gr", "m3", 1);
+
+	/* The same through ack timeouts: m1 is out again after m2 and m3, all
+	 * three expire in one tick. */
+	assert_int_equal(h_nack(h, "gr", b->got[0].delivery_id, true), 0);
+	assert_true(h_wait_size(h, &b->n, 4));
+	h_assert_got(&b->got[3], "gr", "m1", 4);
+	h_cancel(h, 1);
+	h_consumer_forget(h, 1);
+	/* Pulled: m1 m2 m3 out at once, then m1 given back and pulled again. */
+	struct pull_result *p = &h->pulls[0], *q = &h->pulls[1];
+	assert_int_equal(h_pull(h, 0, "gr", 3, 0), 0);
+	assert_true(h_wait_count(h, &p->calls, 1));
+	assert_int_equal(p->n, 3);
+	h_assert_got(&p->got[0], "gr", "m1", 5);
+	assert_int_equal(h_nack(h, "gr", p->got[0].delivery_id, true), 0);
+	h_advance(h, 10);
+	assert_int_equal(h_pull(h, 1, "gr", 3, 0), 0);
+	assert_true(h_wait_count(h, &q->calls, 1));
+	assert_int_equal(q->n, 1);
+	h_assert_got(&q->got[0], "gr", "m1", 6);
+	h_tick(h, 1000); /* all three expire; m1's deadline is the latest */
+	assert_int_equal(h_pull(h, 0, "gr", 3, 0), 0);
+	assert_true(h_wait_count(h, &p->calls, 1));
+	assert_int_equal(p->n, 3);
+	h_assert_got(&p->got[0], "gr", "m1", 7);
+	h_assert_got(&p->got[1], "gr", "m2", 4);
+	h_assert_got(&p->got[2], "gr", "m3", 3);
+}
+
 /* A consumer that cancels itself from inside its callback: the message it
  * was handed goes to the next consumer, and nothing reaches it after. */
 static void cancel_self(struct consumer *c, const struct broker_delivery *d)
@@ -769,6 +821,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_h(ack_timeout_several_keep_order),
 		cmocka_unit_test_h(ack_timeout_lowered_keeps_order_of_deadlines),
 		cmocka_unit_test_h(cancel_gives_deliveries_back),
+		cmocka_unit_test_h(give_back_after_redelivery_keeps_fifo),
 		cmocka_unit_test_h(cancel_from_callback),
 		cmocka_unit_test_h(ack_unknown_stale_and_foreign_ids),
 		cmocka_unit_test_h(enqueue_idempotency_returns_first_id),
