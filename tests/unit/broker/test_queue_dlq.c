@@ -289,6 +289,15 @@ static void restart_at_max_attempts_dead_letters(void **state)
 	assert_true(h_wait_count(h, &p->calls, 1));
 	if (p->n > 0)
 		fail_msg("delivered again with attempt %u, max_attempts 2", p->got[0].attempt);
+	h_settle(h); /* the move to dead letters commits */
+	h_qinfo(h, "rm", &qi);
+	assert_int_equal(qi.ready + qi.unacked, 0);
+	h_qinfo(h, "rm.dlq", &qi);
+	assert_int_equal(qi.ready, 1);
+	/* And it stays there across another restart. */
+	h_reopen(h);
+	h_qinfo(h, "rm", &qi);
+	assert_int_equal(qi.ready, 0);
 	h_qinfo(h, "rm.dlq", &qi);
 	assert_int_equal(qi.ready, 1);
 }
