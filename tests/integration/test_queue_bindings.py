@@ -193,6 +193,20 @@ async def test_many_queues_bound_to_one_channel():
     await p.close()
 
 
+async def test_star_alone_matches_every_channel():
+    with T.Server() as s2:
+        q = Q.qname("all")
+        Q.put_queue(s2, q, bind=["*"])
+        p = await Q.connect(s2)
+        chans = ["a", "b:c", "ünï:x", Q.qname("any")]
+        for ch in chans:
+            await p.publish(ch, ch)
+        got = Q.pull(s2, q, max_n=10)
+        check_eq([(d["channel"], d["data"]) for d in got], [(c, c) for c in chans], "'*' copies every channel")
+        Q.ack_rest_ok(s2, q, [d["delivery_id"] for d in got])
+        await p.close()
+
+
 def test_zz_server_exits_cleanly():
     SHARED.finish()
 

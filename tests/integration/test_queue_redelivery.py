@@ -259,6 +259,74 @@ async def test_max_attempts_through_ack_timeouts():
     await p.close()
 
 
+async def test_max_attempts_counts_disconnects_and_cancels():
+    """A delivery held by a consumer that disconnects or cancels failed too:
+    with max_attempts 2, a disconnect then a cancel dead-letter the message."""
+    s = server()
+    q = Q.qname("dlqdisc")
+    Q.put_queue(s, q, max_attempts=2)
+    r = Q.enqueue_rest(s, q, {"data": "held twice"})
+    a = await Q.connect(s)
+    await a.consume(q, prefetch=1)
+    f1 = await a.delivery(q)
+    await a.close()
+    b = await Q.connect(s)
+    await b.consume(q, prefetch=1)
+    f2 = await b.delivery(q)
+    check_eq((f1["attempt"], f2["attempt"]), (1, 2), "the disconnect counted as a failed delivery")
+    await b.cancel(q)
+    await Q.await_counts(s, q, (0, 0, 0))
+    await Q.await_counts(s, q + ".dlq", (1, 0, 0))
+    got = Q.pull(s, q + ".dlq")
+    check_eq(got[0]["id"], r[0]["id"], "dead-lettered after the second failed delivery")
+    Q.ack_rest_ok(s, q + ".dlq", [got[0]["delivery_id"]])
+    await b.close()
+
+
+async def test_default_dead_letter_of_a_queue_named_x_dlq_is_x_dlq_dlq():
+    """The contract's default dead-letter queue is `{q}.dlq` for every q, so a
+    message failing in `x.dlq` (a dead-letter queue, or any queue so named)
+    moves to `x.dlq.dlq` (created with default options), not back into `x.dlq`."""
+    s = server()
+    q = Q.qname("chain") + ".dlq"
+    cfg = Q.put_queue(s, q)
+    check_eq(cfg.get("dead_letter"), q + ".dlq", "PUT %s: default dead_letter is {q}.dlq" % q)
+    r = Q.enqueue_rest(s, q, {"data": "fails in a .dlq"})
+    d = Q.pull(s, q)
+    Q.ack_rest_ok(s, q, [d[0]["delivery_id"]], verb="nack", requeue=False)
+    await Q.await_counts(s, q + ".dlq", (1, 0, 0))
+    check_eq(Q.counts(s, q), (0, 0, 0), "moved out of " + q)
+    got = Q.pull(s, q + ".dlq")
+    check_eq(got[0]["id"], r[0]["id"], "the same message in {q}.dlq")
+    Q.ack_rest_ok(s, q + ".dlq", [got[0]["delivery_id"]])
+
+
+async def test_dead_letter_of_a_longest_dlq_does_not_crash():
+    """{q}.dlq of a 250-byte queue is 254 bytes; its own {q}.dlq.dlq would not
+    be a valid name. The contract does not say what happens then: the server
+    must stay up, answer the nack, and not lose the message silently."""
+    s = server()
+    q = ("z%d-" % time.time_ns()).ljust(250, "z")
+    dlq = q + ".dlq"
+    Q.enqueue_rest(s, dlq, {"data": "deep"})
+    d = Q.pull(s, dlq)
+    status, _, body = Q.ack_rest(s, dlq, [d[0]["delivery_id"]], verb="nack", requeue=False)
+    check(status in (200, 400, 404, 409, 500, 503), "nack answered", status, body)
+    deadline = time.monotonic() + T.WAIT_S
+    info = Q.info(s, dlq)
+    while info["ready"] + info["unacked"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        info = Q.info(s, dlq)
+    print("  nack(requeue false) in a 254-byte queue: %d %r; queue now %r" % (status, body, info))
+    check(s.proc.poll() is None, "server alive")
+    if status == 200:
+        # settled: then the message must still be somewhere a client can reach
+        # (this server keeps it in the same queue: a *.dlq is its own dead-letter queue)
+        check_eq(info["ready"] + info["unacked"], 1, "the message is not silently dropped")
+        d = Q.pull(s, dlq)
+        Q.ack_rest_ok(s, dlq, [d[0]["delivery_id"]])
+
+
 async def test_nack_without_requeue_dead_letters_at_once():
     s = server()
     q = Q.qname("nackdl")

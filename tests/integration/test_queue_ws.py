@@ -128,6 +128,59 @@ async def test_prefetch_bounds_unacked_and_consume_again_updates_it():
     await p.close()
 
 
+async def test_lowering_prefetch_holds_deliveries_until_under_it():
+    s = server()
+    q = Q.qname("lower")
+    Q.enqueue_rest(s, q, [{"data": i} for i in range(10)])
+    c = await Q.connect(s)
+    await c.consume(q, prefetch=5)
+    held = await c.deliveries(q, 5)
+    await c.consume(q, prefetch=2)
+    for f in held[:3]:
+        await c.ack(q, f["delivery_id"])
+    check_eq(await c.quiet(q), [], "two still unacked with prefetch 2: nothing new")
+    await c.ack(q, held[3]["delivery_id"])
+    f = await c.delivery(q)
+    check_eq(f["data"], 5, "under the new prefetch: the next one")
+    check_eq(await c.quiet(q), [], "and only one (two unacked)")
+    Q.wait_counts(s, q, (4, 2, 1))
+    await c.close()
+
+
+async def test_prefetch_1000_is_the_maximum_and_is_honoured():
+    s = server()
+    q = Q.qname("p1000")
+    for start in (0, 550):
+        Q.enqueue_rest(s, q, [{"data": i} for i in range(start, start + 550)])
+    c = await Q.connect(s)
+    await c.consume(q, prefetch=1000)
+    got = await c.deliveries(q, 1000, timeout=T.WAIT_S * 3)
+    check_eq([f["data"] for f in got], list(range(1000)), "1000 deliveries in order")
+    check_eq(await c.quiet(q), [], "not a 1001st")
+    Q.wait_counts(s, q, (100, 1000, 1))
+    await c.close()
+    await Q.await_counts(s, q, (1100, 0, 0))
+
+
+async def test_cancel_one_queue_keeps_the_other():
+    s = server()
+    qa, qb = Q.qname("ca"), Q.qname("cb")
+    c = await Q.connect(s)
+    await c.consume(qa)
+    await c.consume(qb)
+    await c.cancel(qa)
+    p = await Q.connect(s)
+    await p.enqueue(qa, "a")
+    await p.enqueue(qb, "b")
+    f = await c.delivery(qb)
+    check_eq(f["data"], "b", "still consuming the other queue")
+    await c.ack(qb, f["delivery_id"])
+    check_eq(await c.quiet(qa), [], "nothing from the cancelled queue")
+    Q.wait_counts(s, qa, (1, 0, 0))
+    await c.close()
+    await p.close()
+
+
 async def test_nack_requeue_returns_to_head_with_attempt_plus_one():
     s = server()
     q = Q.qname("nack")
