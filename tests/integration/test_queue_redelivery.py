@@ -384,6 +384,21 @@ async def test_queue_metrics_series():
     await p.close()
 
 
+def test_metrics_label_values_escaped():
+    """Queue names may hold `"` and `\\`: the label value is escaped as the
+    Prometheus text format asks, so the exposition stays parseable."""
+    s = server()
+    q = 'we"ird\\q{%s}' % Q.qname("m")
+    Q.enqueue_rest(s, q, {"data": 1})
+    status, _, text = s.http("GET", "/metrics")
+    esc = q.replace("\\", "\\\\").replace('"', '\\"')
+    line = 'tern_queue_ready{queue="%s"} 1' % esc
+    check(line in text.splitlines(), "escaped series present: %s" % line,
+          [l for l in text.splitlines() if "ird" in l][:3])
+    d = Q.pull(s, q)
+    Q.ack_rest_ok(s, q, [d[0]["delivery_id"]])
+
+
 def test_zz_server_exits_cleanly():
     SHARED.finish()
 
