@@ -171,11 +171,11 @@ int broker_publish(struct broker *b, const struct broker_pub *p, broker_pub_cb c
 		*why = "shutting down";
 		return TERN_EUNAVAIL;
 	}
-	struct queue *targets[TERN_QUEUE_COPIES_MAX];
+	struct queue **targets;
 	size_t ncopies;
-	rc = queues_bound_to(b, p->chan, p->chan_len, targets, TERN_QUEUE_COPIES_MAX, &ncopies);
+	rc = queues_bound_to(b, p->chan, p->chan_len, &targets, &ncopies);
 	if (rc != 0) {
-		*why = "a queue bound to this channel is full";
+		*why = rc == TERN_ERATELIMIT ? "a queue bound to this channel is full" : "out of memory";
 		return rc;
 	}
 	struct pub_op *po = pub_op_new(ncopies);
@@ -184,6 +184,7 @@ int broker_publish(struct broker *b, const struct broker_pub *p, broker_pub_cb c
 	struct chan *ch = po && m ? chan_get(b, p->chan, p->chan_len, true) : NULL;
 	if (!ch) {
 		queues_copies_committed(b, targets, NULL, ncopies, NULL);
+		free(targets);
 		free(po);
 		msg_unref(m);
 		*why = "out of memory";
@@ -193,6 +194,7 @@ int broker_publish(struct broker *b, const struct broker_pub *p, broker_pub_cb c
 		po->targets[i] = targets[i];
 		po->names[i] = queue_name(targets[i], &po->lens[i]);
 	}
+	free(targets);
 	po->op.copies = po->names;
 	po->op.copy_lens = po->lens;
 	po->op.copy_qseqs = po->qseqs;
@@ -215,7 +217,7 @@ int broker_publish(struct broker *b, const struct broker_pub *p, broker_pub_cb c
 	ch->inflight++;
 	rc = store_submit(b->store, &po->op);
 	if (rc != 0) {
-		queues_copies_committed(b, targets, NULL, ncopies, NULL);
+		queues_copies_committed(b, po->targets, NULL, ncopies, NULL);
 		ch->inflight--;
 		chan_release_if_idle(ch);
 		msg_unref(m);
@@ -407,6 +409,7 @@ int broker_open(struct broker **out, const struct broker_config *cfg, char *why,
 		snprintf(why, why_len, "cannot start the store thread");
 	if (rc != 0)
 		goto out_close_store;
+	queues_after_load(b);
 	*out = b;
 	return 0;
 

@@ -220,7 +220,8 @@ void broker_tick(struct broker *b);
 
 /* Graceful end: refuses new publishes, waits for the store to commit what is
  * queued, runs the remaining completions (so every publisher gets its answer),
- * closes the database. Subscriptions must be gone first. Then frees. */
+ * closes the database. Subscriptions, consumers and pulls must be gone first.
+ * Then frees. */
 void broker_close(struct broker *b);
 
 #endif

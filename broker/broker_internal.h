@@ -64,10 +64,14 @@ void queues_free(struct broker *b);
 void queues_record_inflight(struct broker *b);
 /* A queue's name (for store ops that outlive the call: queues live until close). */
 const char *queue_name(const struct queue *q, size_t *len);
-/* Queue copies for a publish on chan: fills targets (up to max) with the
- * queues bound to it. Returns how many, or TERN_ERATELIMIT when one is full. */
-int queues_bound_to(struct broker *b, const char *chan, size_t len, struct queue **targets,
-		    size_t max, size_t *n);
+/* Queue copies for a publish on chan: *targets (malloc'd, the caller frees;
+ * NULL when *n is 0) gets every queue bound to it, each marked pending.
+ * Returns 0, TERN_ERATELIMIT when one is full, or TERN_EUNAVAIL. */
+int queues_bound_to(struct broker *b, const char *chan, size_t len, struct queue ***targets,
+		    size_t *n);
+/* After loading and starting the store: messages whose last allowed delivery
+ * was never acked go to dead letters. */
+void queues_after_load(struct broker *b);
 /* The publish that made copies committed: add them (qseqs from the store). */
 void queues_copies_committed(struct broker *b, struct queue **targets, const uint64_t *qseqs,
 			     size_t n, struct tern_msg *m);

@@ -88,7 +88,8 @@ struct enq_op {
 
 struct move_op {
 	struct store_op op;
-	struct queue *to;
+	struct queue *from, *to;
+	uint32_t attempt;
 	char src[];
 };
 
@@ -113,15 +114,41 @@ static void schedule_dispatch(struct queue *q)
 
 /* --- queues --- */
 
+/* The contract's default: "{q}.dlq". Only when that would pass the name
+ * limit (q is the dead-letter queue of a 250-byte queue) does a queue
+ * dead-letter into its own tail, so nothing is ever lost. */
 static void set_dlq_default(struct queue *q)
 {
-	size_t len = q->node.klen;
-	/* A dead-letter queue dead-letters into its own tail: nothing is lost
-	 * and "{q}.dlq.dlq" chains cannot outgrow the name limit. */
-	if (len >= 4 && memcmp(q->name + len - 4, ".dlq", 4) == 0)
-		snprintf(q->dlq_default, sizeof(q->dlq_default), "%s", q->name);
-	else
+	if (q->node.klen + 4 <= TERN_QUEUE_NAME_MAX_BYTES + 4)
 		snprintf(q->dlq_default, sizeof(q->dlq_default), "%s.dlq", q->name);
+	else
+		snprintf(q->dlq_default, sizeof(q->dlq_default), "%s", q->name);
+}
+
+/* The queues (in a malloc'd array) for which pick(q) is true: a walk that
+ * may create queues (dead letters) must not run over the map itself. */
+static size_t collect(struct broker *b, bool (*pick)(struct queue *q, int64_t now), int64_t now,
+		      struct queue ***out)
+{
+	size_t n = 0, cap = 0, bucket = 0;
+	struct queue **v = NULL;
+	struct hmap_node *node = NULL;
+	while ((node = hmap_next(&b->queues, &bucket, node)) != NULL) {
+		struct queue *q = container_of(node, struct queue, node);
+		if (!pick(q, now))
+			continue;
+		if (n == cap) {
+			size_t nc = cap ? cap * 2 : 16;
+			struct queue **nv = realloc(v, nc * sizeof(*nv));
+			if (!nv)
+				break; /* the rest waits for the next tick */
+			v = nv;
+			cap = nc;
+		}
+		v[n++] = q;
+	}
+	*out = v;
+	return n;
 }
 
 static struct queue *queue_get(struct broker *b, const char *name, size_t len, bool create)
@@ -148,14 +175,6 @@ static struct queue *queue_get(struct broker *b, const char *name, size_t len, b
 		return NULL;
 	}
 	set_dlq_default(q);
-	/* Its dead-letter queue exists (in memory) from the start, so failing a
-	 * delivery never has to create a queue (broker_tick walks the map). */
-	if (strcmp(q->dlq_default, q->name) != 0 &&
-	    !queue_get(b, q->dlq_default, strlen(q->dlq_default), true)) {
-		hmap_del(&b->queues, &q->node);
-		free(q);
-		return NULL;
-	}
 	return q;
 }
 
@@ -190,16 +209,22 @@ static struct qmsg *qmsg_new(struct tern_msg *msg, uint64_t qseq, bool from_chan
 	return m;
 }
 
-static void ready_push(struct queue *q, struct qmsg *m, bool head)
+/* The ready list stays in qseq order, which is FIFO order: a message given
+ * back goes in ahead of every newer message ("to the head"), and several
+ * given back keep their original order. The walk from the head passes only
+ * older given-back messages, so it is short. */
+static void ready_push(struct queue *q, struct qmsg *m, bool given_back)
 {
-	if (head) {
-		m->link.next = q->ready.next;
-		m->link.prev = &q->ready;
-		q->ready.next->prev = &m->link;
-		q->ready.next = &m->link;
-	} else {
-		list_insert_tail(&q->ready, &m->link);
+	struct list *pos = &q->ready;
+	if (given_back) {
+		for (pos = q->ready.next; pos != &q->ready; pos = pos->next)
+			if (container_of(pos, struct qmsg, link)->qseq > m->qseq)
+				break;
 	}
+	m->link.next = pos;
+	m->link.prev = pos->prev;
+	pos->prev->next = &m->link;
+	pos->prev = &m->link;
 	q->nready++;
 }
 
@@ -227,16 +252,39 @@ static void submit_simple(struct queue *q, enum store_op_kind kind, uint64_t qse
 		free(op);
 }
 
+/* A direct message reads as belonging to the queue it is in (broker.h), so
+ * moving one relabels it; a binding's copy keeps its channel. */
+static struct tern_msg *relabel(struct tern_msg *m, const struct queue *to)
+{
+	struct tern_msg *c = msg_new(to->name, to->node.klen, m->has_name ? m->name : NULL,
+				     m->name_len, m->data, m->data_len, m->enc);
+	if (!c)
+		return msg_ref(m);
+	memcpy(c->id, m->id, sizeof(c->id));
+	c->ts_ms = m->ts_ms;
+	return c;
+}
+
 static void move_done(struct store_op *op)
 {
 	struct move_op *mo = container_of(op, struct move_op, op);
-	struct queue *to = mo->to;
+	struct queue *to = mo->to, *from = mo->from;
 	to->pending--;
 	if (op->err == 0) {
-		struct qmsg *m = qmsg_new(op->msg, op->qseq, op->from_channel, 0);
+		from->dead_lettered++;
+		struct tern_msg *msg = op->from_channel ? msg_ref(op->msg) : relabel(op->msg, to);
+		struct qmsg *m = qmsg_new(msg, op->qseq, op->from_channel, 0);
+		msg_unref(msg);
 		if (m) {
 			ready_push(to, m, false);
 			dispatch(to);
+		}
+	} else {
+		/* Not moved: the row is still in the source queue; so is the message. */
+		struct qmsg *m = qmsg_new(op->msg, op->src_qseq, op->from_channel, mo->attempt);
+		if (m) {
+			ready_push(from, m, true);
+			dispatch(from);
 		}
 	}
 	msg_unref(op->msg);
@@ -247,16 +295,17 @@ static void move_done(struct store_op *op)
 static void dead_letter(struct queue *q, struct qmsg *m)
 {
 	const char *name = dlq_name(q);
-	struct queue *to = queue_get(q->b, name, strlen(name), false);
+	struct queue *to = queue_get(q->b, name, strlen(name), true);
 	struct move_op *mo = calloc(1, sizeof(*mo) + q->node.klen + 1);
-	q->dead_lettered++;
 	if (!to || !mo) {
 		free(mo);
-		ready_push(q, m, false); /* keep it rather than lose it */
+		ready_push(q, m, true); /* keep it rather than lose it */
 		return;
 	}
 	memcpy(mo->src, q->name, q->node.klen);
 	mo->to = to;
+	mo->from = q;
+	mo->attempt = m->attempt;
 	mo->op.kind = STORE_OP_QMOVE;
 	mo->op.done = move_done;
 	mo->op.msg = msg_ref(m->msg);
@@ -271,7 +320,7 @@ static void dead_letter(struct queue *q, struct qmsg *m)
 		to->pending--;
 		msg_unref(mo->op.msg);
 		free(mo);
-		ready_push(q, m, false);
+		ready_push(q, m, true);
 		return;
 	}
 	qmsg_free(m);
@@ -446,6 +495,10 @@ int broker_enqueue(struct broker *b, const struct broker_enq *e, broker_pub_cb c
 		*why = "idempotency_key must be 1-128 bytes";
 		return TERN_EBADREQ;
 	}
+	if (e->enc != TERN_ENC_JSON && e->enc != TERN_ENC_BASE64) {
+		*why = "unknown encoding";
+		return TERN_EBADREQ;
+	}
 	if (b->closing) {
 		*why = "shutting down";
 		return TERN_EUNAVAIL;
@@ -497,25 +550,43 @@ static bool pattern_match(const char *pat, const char *name, size_t len)
 	return pl == len && memcmp(pat, name, len) == 0;
 }
 
-int queues_bound_to(struct broker *b, const char *chan, size_t len, struct queue **targets,
-		    size_t max, size_t *n)
+static bool binds(const struct queue *q, const char *chan, size_t len)
+{
+	for (size_t i = 0; i < q->nbind; i++)
+		if (pattern_match(q->bind[i], chan, len))
+			return true;
+	return false;
+}
+
+int queues_bound_to(struct broker *b, const char *chan, size_t len, struct queue ***targets,
+		    size_t *n)
 {
 	struct list *pos;
+	size_t count = 0;
+	*targets = NULL;
 	*n = 0;
 	for (pos = b->bound_queues.next; pos != &b->bound_queues; pos = pos->next) {
 		struct queue *q = container_of(pos, struct queue, bound_link);
-		for (size_t i = 0; i < q->nbind; i++) {
-			if (!pattern_match(q->bind[i], chan, len))
-				continue;
-			if (depth(q) >= max_depth(b))
-				return TERN_ERATELIMIT;
-			if (*n < max)
-				targets[(*n)++] = q;
-			break;
+		if (!binds(q, chan, len))
+			continue;
+		if (depth(q) >= max_depth(b))
+			return TERN_ERATELIMIT;
+		count++;
+	}
+	if (count == 0)
+		return 0;
+	struct queue **t = calloc(count, sizeof(*t));
+	if (!t)
+		return TERN_EUNAVAIL;
+	for (pos = b->bound_queues.next; pos != &b->bound_queues; pos = pos->next) {
+		struct queue *q = container_of(pos, struct queue, bound_link);
+		if (binds(q, chan, len)) {
+			t[*n] = q;
+			q->pending++;
+			(*n)++;
 		}
 	}
-	for (size_t i = 0; i < *n; i++)
-		targets[i]->pending++;
+	*targets = t;
 	return 0;
 }
 
@@ -710,26 +781,29 @@ void queues_poll(struct broker *b)
 	}
 }
 
+static bool tick_due(struct queue *q, int64_t now)
+{
+	bool expired = !list_empty(&q->inflight) &&
+		       container_of(q->inflight.next, struct delivery, tlink)->deadline_ms <= now;
+	bool waiting = !list_empty(&q->waiters);
+	return expired || waiting;
+}
+
 void broker_tick(struct broker *b)
 {
 	int64_t now = broker_now_ms(b);
-	size_t bucket = 0;
-	struct hmap_node *n = NULL;
-	while ((n = hmap_next(&b->queues, &bucket, n)) != NULL) {
-		struct queue *q = container_of(n, struct queue, node);
-		/* The expired ones are a prefix of inflight; failing them from the
-		 * last to the first keeps their order at the head of the queue. */
-		struct list *last = &q->inflight;
-		for (struct list *pos = q->inflight.next; pos != &q->inflight; pos = pos->next) {
-			if (container_of(pos, struct delivery, tlink)->deadline_ms > now)
+	struct queue **qs;
+	size_t n = collect(b, tick_due, now, &qs);
+	for (size_t k = 0; k < n; k++) {
+		struct queue *q = qs[k];
+		/* The expired ones are a prefix of inflight (ordered by deadline). */
+		bool failed = false;
+		while (!list_empty(&q->inflight)) {
+			struct delivery *d = container_of(q->inflight.next, struct delivery, tlink);
+			if (d->deadline_ms > now)
 				break;
-			last = pos;
-		}
-		bool failed = last != &q->inflight;
-		while (last != &q->inflight) {
-			struct list *prev = last->prev;
-			delivery_fail(container_of(last, struct delivery, tlink), true);
-			last = prev;
+			delivery_fail(d, true);
+			failed = true;
 		}
 		struct list *pos, *tmp;
 		list_foreach_safe(pos, tmp, &q->waiters) {
@@ -740,6 +814,7 @@ void broker_tick(struct broker *b)
 		if (failed)
 			schedule_dispatch(q);
 	}
+	free(qs);
 }
 
 /* --- settings --- */
@@ -929,10 +1004,10 @@ int broker_queue_info(struct broker *b, const char *queue, size_t len, struct br
 	out->name_len = len;
 	out->ack_timeout_ms = TERN_QUEUE_ACK_TIMEOUT_MS_DEFAULT;
 	out->max_attempts = TERN_QUEUE_ATTEMPTS_DEFAULT;
-	if (len >= 4 && memcmp(queue + len - 4, ".dlq", 4) == 0)
-		snprintf(dlq, sizeof(b->info_dlq), "%.*s", (int)len, queue);
-	else
+	if (len + 4 <= TERN_QUEUE_NAME_MAX_BYTES + 4)
 		snprintf(dlq, sizeof(b->info_dlq), "%.*s.dlq", (int)len, queue);
+	else
+		snprintf(dlq, sizeof(b->info_dlq), "%.*s", (int)len, queue);
 	out->dead_letter = dlq;
 	return 0;
 }
@@ -1000,6 +1075,32 @@ int queues_load(struct broker *b, char *why, size_t why_len)
 	if (rc != 0)
 		snprintf(why, why_len, "cannot load queues from the data dir");
 	return rc;
+}
+
+static bool any(struct queue *q, int64_t now)
+{
+	(void)now;
+	return !list_empty(&q->ready);
+}
+
+void queues_after_load(struct broker *b)
+{
+	struct queue **qs;
+	size_t n = collect(b, any, 0, &qs);
+	for (size_t k = 0; k < n; k++) {
+		struct queue *q = qs[k];
+		struct list *pos, *tmp;
+		list_foreach_safe(pos, tmp, &q->ready) {
+			struct qmsg *m = container_of(pos, struct qmsg, link);
+			if (m->attempt < q->max_attempts)
+				continue;
+			/* Its delivery number max_attempts was never acked. */
+			list_remove(&m->link);
+			q->nready--;
+			dead_letter(q, m);
+		}
+	}
+	free(qs);
 }
 
 void queues_record_inflight(struct broker *b)

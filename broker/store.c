@@ -300,7 +300,8 @@ static int queue_for_write(struct store *s, const char *name, size_t len, struct
 }
 
 /* Appends m to queue q with the next qseq. A binding's copy keeps the
- * channel it was published on; a direct enqueue stores none. */
+ * channel it was published on (chan); a direct message stores none and
+ * reads back with its queue's name. */
 static int insert_qmsg(struct store *s, struct schan *q, const struct tern_msg *m,
 		       bool from_channel, uint32_t attempt, uint64_t *qseq)
 {
@@ -821,8 +822,8 @@ int store_load_queues(struct store *s, const struct store_load_ops *ops, void *a
 		return cb;
 	sqlite3_stmt *st;
 	int rc = sqlite3_prepare_v2(s->db, "SELECT q.name, m.qseq, m.id, m.chan, m.name, m.data,"
-				    " m.enc, m.ts, m.attempt FROM qmsgs m JOIN queues q ON"
-				    " q.id = m.queue_id ORDER BY m.queue_id, m.qseq", -1, &st, NULL);
+				    " m.enc, m.ts, m.attempt FROM qmsgs m JOIN queues q"
+				    " ON q.id = m.queue_id ORDER BY m.queue_id, m.qseq", -1, &st, NULL);
 	if (rc != SQLITE_OK)
 		return map_sqlite(rc);
 	while (cb == 0 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -855,7 +856,7 @@ int store_submit(struct store *s, struct store_op *op)
 	op->next = NULL;
 	op->err = 0;
 	pthread_mutex_lock(&s->mu);
-	if (s->stopping || (op->kind == STORE_OP_PUBLISH &&
+	if (s->stopping || ((op->kind == STORE_OP_PUBLISH || op->kind == STORE_OP_ENQUEUE) &&
 			    (s->in_bytes + bytes > s->cfg.queue_max_bytes ||
 			     s->in_ops >= TERN_STORE_QUEUE_OPS_MAX))) {
 		pthread_mutex_unlock(&s->mu);

@@ -79,8 +79,6 @@
 #define TERN_QUEUE_DEPTH_MAX 10000000
 /* Patterns one queue may bind; a publish checks every bound queue. */
 #define TERN_QUEUE_BINDS_MAX 64
-/* Queues one publish may copy into (all bindings that match). */
-#define TERN_QUEUE_COPIES_MAX 256
 /* How often ack timeouts and pull waits are checked: the resolution of both. */
 #define TERN_QUEUE_TICK_MS 50
 
