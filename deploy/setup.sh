@@ -5,6 +5,8 @@
 #   test-sanitize  build with AddressSanitizer + UBSan (clang) and run the suite again
 #   deps           only install the Debian packages
 #   build          only build (./build/tern)
+#   bench-deps     also install the peers the benchmarks compare against
+#                  (RabbitMQ; later Mosquitto and nginx+nchan)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-dev}
@@ -13,12 +15,13 @@ shift || true
 PACKAGES=(build-essential cmake pkg-config git
           libuv1-dev libwebsockets-dev libwebsockets-evlib-uv libjansson-dev
           libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev libssl-dev
-          libcmocka-dev clang libclang-rt-14-dev
+          libcmocka-dev clang libclang-rt-14-dev librabbitmq-dev
           python3 python3-websockets curl chromium openssl)
+BENCH_PACKAGES=(rabbitmq-server)
 
 install_deps() {
   local missing=()
-  for p in "${PACKAGES[@]}"; do
+  for p in "${PACKAGES[@]}" "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -37,6 +40,7 @@ build() {  # build DIR [cmake args...]
 
 case "$what" in
   deps) install_deps ;;
+  bench-deps) install_deps "${BENCH_PACKAGES[@]}" ;;
   build) install_deps; build build ;;
   dev) install_deps; build build; exec ./build/tern dev "$@" ;;
   test)
@@ -48,5 +52,5 @@ case "$what" in
     cd build-sanitize
     ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
       ctest --output-on-failure --timeout 900 -LE nosanitize "$@" ;;
-  *) echo "usage: deploy/setup.sh dev|test|test-sanitize|deps|build" >&2; exit 2 ;;
+  *) echo "usage: deploy/setup.sh dev|test|test-sanitize|deps|bench-deps|build" >&2; exit 2 ;;
 esac
