@@ -13,8 +13,8 @@
 #                            [--messages N] [--producers P] [--consumers C]
 #                            [--window W] [--prefetch F] [--backlog N]
 #                            [--bytes B] [--set 'KEY VAL'] [--tern-only]
-#                            [--rabbit-only] [--rounds N] [--nice N] [--smoke]
-#                            [--keep]
+#                            [--rabbit-only] [--rounds N] [--nice N]
+#                            [--batch-writes] [--smoke] [--keep]
 #
 #   --build DIR     where `tern` and tests/bench/bench_queue are (./build)
 #   --set 'KEY VAL' a line of the tern server's config (repeatable), e.g.
@@ -24,6 +24,9 @@
 #                   the median rates (the machine is shared: load varies)
 #   --nice N        run brokers and harness under `nice -n N` (root may use
 #                   a negative N to stand up to other load on the machine)
+#   --batch-writes  the Tern client frames its enqueues and acks itself and
+#                   writes many per syscall (default: one write per frame, as
+#                   librabbitmq does one send per method)
 #   --smoke         5000 messages, Tern only unless --rabbit-only: proves the harness
 #   --keep          keep the temporary dirs and logs
 #
@@ -34,7 +37,7 @@ set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 build="$repo/build"
-tern="" bench="" smoke=0 keep=0 do_tern=1 do_rabbit=1 rounds=1 nice_n=""
+tern="" bench="" smoke=0 keep=0 do_tern=1 do_rabbit=1 rounds=1 nice_n="" tern_extra=()
 messages=200000 producers=2 consumers=2 window=64 prefetch=64 backlog=20000 bytes=64
 extra_conf=()
 while [ $# -gt 0 ]; do
@@ -55,8 +58,9 @@ while [ $# -gt 0 ]; do
     --smoke) smoke=1; shift ;;
     --rounds) rounds=$2; shift 2 ;;
     --nice) nice_n=$2; shift 2 ;;
+    --batch-writes) tern_extra+=(--batch-writes); shift ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
     *) echo "run_queue: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -162,7 +166,7 @@ run_tern() {
   fi
   echo "== tern dev pid $tern_pid on 127.0.0.1:$port (config: ${extra_conf[*]:-defaults}; load $(cut -d' ' -f1-3 /proc/loadavg))"
   q="bench-$(date +%s)-$$"
-  out=$("${nice_cmd[@]}" "$bench" --broker tern --port "$port" --pid "$tern_pid" --queue "$q" "${workload[@]}")
+  out=$("${nice_cmd[@]}" "$bench" --broker tern --port "$port" --pid "$tern_pid" --queue "$q" "${workload[@]}" "${tern_extra[@]}")
   rc=$?
   echo "$out"
   [ "$rc" = 0 ] || status=1
