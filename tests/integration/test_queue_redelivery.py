@@ -112,6 +112,43 @@ async def test_consumer_disconnect_redelivers_to_another():
     await p.close()
 
 
+async def test_abrupt_disconnect_without_close_frame_redelivers():
+    """A consumer whose TCP connection just ends (FIN, then RST: no WebSocket
+    close frame) gives its work back as well."""
+    import json as _json
+    import socket as _socket
+    import struct as _struct
+    s = server()
+    q = Q.qname("abrupt")
+    Q.enqueue_rest(s, q, [{"data": i} for i in range(3)])
+    for linger_rst in (False, True):
+        raw = T.RawWS(s.port)
+        kind, first = raw.recv_message()
+        check_eq(_json.loads(first).get("op"), "connected", "raw client greeted")
+        raw.send_json({"op": "consume", "queue": q, "prefetch": 2, "ref": 1})
+        got = []
+        for _ in range(50):
+            kind, payload = raw.recv_message()
+            f = _json.loads(payload)
+            if f.get("op") == "delivery":
+                got.append(f)
+            if len(got) == 2:
+                break
+        check_eq(len(got), 2, "two deliveries to the raw client")
+        if linger_rst:
+            raw.sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_LINGER, _struct.pack("ii", 1, 0))
+        raw.close()
+        await Q.await_counts(s, q, (3, 0, 0))
+    c = await Q.connect(s)
+    await c.consume(q, prefetch=10)
+    back = await c.deliveries(q, 3)
+    check_eq([(f["data"], f["attempt"]) for f in back], [(0, 3), (1, 3), (2, 1)],
+             "given back twice (FIN, then RST), in order")
+    for f in back:
+        await c.ack(q, f["delivery_id"])
+    await c.close()
+
+
 async def test_disconnect_returns_to_head_before_newer_messages():
     """Given-back work goes to the head: it comes before messages that were
     enqueued after it and never delivered."""
