@@ -97,6 +97,7 @@ struct link_call {
   uint8_t *st_detail;
   size_t st_detail_len;
   link_arena marena, harena;
+  /* scratch, left uninitialised by link_call_alloc: keep last */
   uint8_t marena_mem[LINK_ARENA_INLINE_BYTES];
   uint8_t harena_mem[256];
   uint8_t inl[LINK_CALL_INLINE_BYTES];

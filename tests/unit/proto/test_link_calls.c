@@ -68,6 +68,7 @@ static void unary(void **state) {
     lines++;
   }
   ASSERT(lines == 50);
+  slog.out = NULL; /* later calls are not logged */
   fclose(slog_out);
   /* a host name instead of an address */
   tern_link *byname;
