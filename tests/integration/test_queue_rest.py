@@ -191,6 +191,31 @@ def test_pulled_delivery_runs_under_ack_timeout():
     Q.wait_counts(s, q, (0, 0, 0))
 
 
+async def test_long_poll_abandoned_by_its_client_does_not_swallow_work():
+    """A pull whose HTTP client went away before work arrived must not take the
+    next message for the ack timeout (30 s by default): the next pull gets it
+    at once."""
+    import socket as _socket
+    s = server()
+    q = Q.qname("lpgone")
+    body = b'{"max":1,"wait_ms":20000}'
+    sk = _socket.create_connection((T.HOST, s.port), timeout=T.WAIT_S)
+    sk.sendall(b"POST " + Q.qpath(q, "/pull").encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               b"Content-Type: application/json\r\nContent-Length: " + str(len(body)).encode() +
+               b"\r\n\r\n" + body)
+    await asyncio.sleep(0.5)
+    sk.close()  # gone before any work arrived
+    await asyncio.sleep(0.5)
+    r = Q.enqueue_rest(s, q, {"data": "for a live client"})
+    t0 = time.monotonic()
+    got = Q.pull(s, q, max_n=1, wait_ms=10000)
+    el = time.monotonic() - t0
+    check_eq([d["id"] for d in got], [r[0]["id"]], "the live pull gets the message (after %.2fs)" % el)
+    check(el < 8, "well before the ack timeout (%.2fs)" % el)
+    Q.ack_rest_ok(s, q, [got[0]["delivery_id"]])
+    Q.wait_counts(s, q, (0, 0, 0))
+
+
 async def test_delivery_ids_valid_across_transports():
     s = server()
     q = Q.qname("cross")

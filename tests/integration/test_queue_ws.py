@@ -275,6 +275,20 @@ async def test_idempotency_key_enqueues_once():
         await cl.close()
 
 
+async def test_enqueue_idempotency_window_configurable():
+    with T.Server(config={"idempotency_window_s": 1}) as s2:
+        q = Q.qname("idemwin")
+        c = await Q.connect(s2)
+        r1 = await c.enqueue(q, 1, idempotency_key="w")
+        r2 = await c.enqueue(q, 1, idempotency_key="w")
+        check_eq(r2["id"], r1["id"], "same key within the window")
+        await asyncio.sleep(3.0)
+        r3 = await c.enqueue(q, 1, idempotency_key="w")
+        check(r3["id"] != r1["id"], "same key well after the window enqueues again", r1, r3)
+        Q.wait_counts(s2, q, (2, 0, 0))
+        await c.close()
+
+
 async def test_ref_less_ops_are_silent():
     s = server()
     q = Q.qname("noref")
