@@ -63,37 +63,40 @@ json_t *body_json(struct rest_req *r)
 
 /* --- POST /v1/channels/{ch}/messages --- */
 
-static void pub_done(void *arg, int err, uint64_t seq, const char *id)
+void rest_batch_done(struct rest_req *r, int err, uint64_t seq, const char *id)
 {
-	struct rest_req *r = arg;
 	size_t i = r->ndone++;
 	if (err != 0 && r->first_err == 0)
 		r->first_err = err;
 	if (err == 0) {
 		r->seqs[i] = seq;
 		snprintf(r->ids[i], TERN_MSG_ID_MAX, "%s", id);
-		r->e->st.messages_in++;
+		if (r->batch_seqs) /* channel publishes, as tern_messages_in_total says */
+			r->e->st.messages_in++;
 	}
-	if (r->ndone == r->npub) {
-		if (r->first_err) {
-			respond_error(r, r->first_err, "publish failed; retry (use idempotency keys)");
-		} else {
-			struct fbuf b;
-			fbuf_init(&b, 32 + r->npub * 64);
-			fbuf_puts(&b, "{\"messages\":[");
-			for (size_t k = 0; k < r->npub; k++)
-				fbuf_printf(&b, "%s{\"id\":\"%s\",\"seq\":%llu}", k ? "," : "",
-					    r->ids[k], (unsigned long long)r->seqs[k]);
-			fbuf_puts(&b, "]}");
-			respond_json(r, 201, &b);
-		}
+	if (r->ndone < r->npub)
+		return;
+	if (r->first_err) {
+		respond_error(r, r->first_err, "not all of the batch was accepted; retry it "
+					       "(with idempotency keys nothing is stored twice)");
+		return;
 	}
-	req_put(r);
+	struct fbuf b;
+	fbuf_init(&b, 32 + r->npub * 64);
+	fbuf_puts(&b, "{\"messages\":[");
+	for (size_t k = 0; k < r->npub; k++) {
+		fbuf_printf(&b, "%s{\"id\":\"%s\"", k ? "," : "", r->ids[k]);
+		if (r->batch_seqs)
+			fbuf_printf(&b, ",\"seq\":%llu", (unsigned long long)r->seqs[k]);
+		fbuf_puts(&b, "}");
+	}
+	fbuf_puts(&b, "]}");
+	respond_json(r, 201, &b);
 }
 
-static void post_messages(struct rest_req *r, const char *chan, size_t chan_len)
+void rest_batch(struct rest_req *r, bool with_seqs,
+		int (*submit)(struct rest_req *r, const struct wire_pub *p, const char **why))
 {
-	struct edge *e = r->e;
 	const char *why = NULL;
 	json_t *root = body_json(r);
 	if (!root)
@@ -107,38 +110,30 @@ static void post_messages(struct rest_req *r, const char *chan, size_t chan_len)
 	struct wire_pub *pubs = calloc(n, sizeof(*pubs));
 	r->seqs = calloc(n, sizeof(*r->seqs));
 	r->ids = calloc(n, sizeof(*r->ids));
+	r->batch_seqs = with_seqs;
 	int rc = pubs && r->seqs && r->ids ? 0 : TERN_EUNAVAIL;
-	/* Validate every message before publishing any: a bad batch publishes nothing. */
+	/* Validate every message before submitting any: a bad batch stores nothing. */
 	for (size_t i = 0; rc == 0 && i < n; i++) {
 		json_t *m = json_is_array(root) ? json_array_get(root, i) : root;
-		rc = wire_parse_pub(m, e->cfg->max_message_bytes, &pubs[i], &why);
+		rc = wire_parse_pub(m, r->e->cfg->max_message_bytes, &pubs[i], &why);
 	}
-	if (rc == 0)
-		rc = names_check_channel(chan, chan_len, &why);
 	r->npub = n;
 	for (size_t i = 0; rc == 0 && i < n; i++) {
-		struct broker_pub p = {
-			.chan = chan, .chan_len = chan_len,
-			.name = pubs[i].has_name ? pubs[i].name : NULL,
-			.name_len = pubs[i].name_len,
-			.data = pubs[i].data, .data_len = pubs[i].data_len, .enc = pubs[i].enc,
-			.idem_key = pubs[i].idem, .idem_len = pubs[i].idem_len,
-		};
 		r->refs++;
-		int prc = e->be_ops->publish(e->be, &p, pub_done, r, &why);
-		if (prc != 0) {
-			r->refs--;
-			/* Count the refused ones as done so the reply still comes. */
-			if (i == 0) {
-				rc = prc;
-			} else {
-				r->first_err = r->first_err ? r->first_err : prc;
-				r->ndone += n - i;
-				if (r->ndone == r->npub)
-					respond_error(r, prc, why);
-				break;
-			}
+		int src = submit(r, &pubs[i], &why);
+		if (src == 0)
+			continue;
+		r->refs--;
+		if (i == 0) {
+			rc = src;
+			break;
 		}
+		/* Count the refused ones as done so the reply still comes. */
+		r->first_err = r->first_err ? r->first_err : src;
+		r->ndone += n - i;
+		if (r->ndone == r->npub)
+			respond_error(r, src, why);
+		break;
 	}
 	if (rc != 0)
 		respond_error(r, rc, why);
@@ -146,6 +141,39 @@ static void post_messages(struct rest_req *r, const char *chan, size_t chan_len)
 		free(pubs[i].data);
 	free(pubs);
 	json_decref(root);
+}
+
+/* --- POST /v1/channels/{ch}/messages --- */
+
+static void pub_done(void *arg, int err, uint64_t seq, const char *id)
+{
+	struct rest_req *r = arg;
+	rest_batch_done(r, err, seq, id);
+	req_put(r);
+}
+
+static int submit_publish(struct rest_req *r, const struct wire_pub *p, const char **why)
+{
+	struct broker_pub bp = {
+		.chan = r->chan, .chan_len = r->chan_len,
+		.name = p->has_name ? p->name : NULL, .name_len = p->name_len,
+		.data = p->data, .data_len = p->data_len, .enc = p->enc,
+		.idem_key = p->idem, .idem_len = p->idem_len,
+	};
+	return r->e->be_ops->publish(r->e->be, &bp, pub_done, r, why);
+}
+
+static void post_messages(struct rest_req *r, const char *chan, size_t chan_len)
+{
+	const char *why;
+	int rc = names_check_channel(chan, chan_len, &why);
+	if (rc != 0) {
+		respond_error(r, rc, why);
+		return;
+	}
+	memcpy(r->chan, chan, chan_len);
+	r->chan_len = chan_len;
+	rest_batch(r, true, submit_publish);
 }
 
 /* --- GET /v1/channels/{ch}/messages --- */

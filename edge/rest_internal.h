@@ -31,6 +31,7 @@ struct rest_req {
 	/* queue requests in flight */
 	struct broker_pull *pull;
 	size_t nsettle, nsettled, nunknown;
+	bool batch_seqs; /* the batch reply carries seqs (channels) */
 	struct fbuf unknown; /* the unknown ids, as a JSON list body */
 	/* channel name for GET handlers */
 	char chan[TERN_NAME_MAX_BYTES + 1];
@@ -46,6 +47,15 @@ void respond_error(struct rest_req *r, int err, const char *why);
 void respond_json(struct rest_req *r, int status, struct fbuf *b);
 /* Parses the body as JSON (NULL with a 40000 reply when it is not). */
 json_t *body_json(struct rest_req *r);
+
+/* A batch of messages (one object or an array of 1-1000) for r->chan: all
+ * validated before any is submitted; submit(r, p, why) hands one on (its
+ * completion calls rest_batch_done and req_put, holding the reference
+ * rest_batch took for it). The reply, 201 {"messages":[{"id"[,"seq"]}]} in
+ * order, goes out when the last one is done. */
+void rest_batch(struct rest_req *r, bool with_seqs,
+		int (*submit)(struct rest_req *r, const struct wire_pub *p, const char **why));
+void rest_batch_done(struct rest_req *r, int err, uint64_t seq, const char *id);
 
 /* Routes /v1/queues/{q}[/messages|/pull|/ack|/nack]; rest is after "/v1/queues/". */
 void rest_queue_route(struct rest_req *r, const char *rest);

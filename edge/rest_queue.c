@@ -143,75 +143,18 @@ static void put_queue(struct rest_req *r)
 static void enq_done(void *arg, int err, uint64_t seq, const char *id)
 {
 	struct rest_req *r = arg;
-	size_t i = r->ndone++;
-	(void)seq;
-	if (err != 0 && r->first_err == 0)
-		r->first_err = err;
-	if (err == 0)
-		snprintf(r->ids[i], TERN_MSG_ID_MAX, "%s", id);
-	if (r->ndone == r->npub) {
-		if (r->first_err) {
-			respond_error(r, r->first_err, "enqueue failed; retry (use idempotency keys)");
-		} else {
-			struct fbuf b;
-			fbuf_init(&b, 32 + r->npub * 48);
-			fbuf_puts(&b, "{\"messages\":[");
-			for (size_t k = 0; k < r->npub; k++)
-				fbuf_printf(&b, "%s{\"id\":\"%s\"}", k ? "," : "", r->ids[k]);
-			fbuf_puts(&b, "]}");
-			respond_json(r, 201, &b);
-		}
-	}
+	rest_batch_done(r, err, seq, id);
 	req_put(r);
 }
 
-static void post_messages(struct rest_req *r)
+static int submit_enqueue(struct rest_req *r, const struct wire_pub *p, const char **why)
 {
-	const char *why = NULL;
-	json_t *root = body_json(r);
-	if (!root)
-		return;
-	size_t n = json_is_array(root) ? json_array_size(root) : 1;
-	if (n == 0 || n > TERN_REST_BATCH_MAX) {
-		json_decref(root);
-		respond_error(r, TERN_EBADREQ, "a batch holds 1-1000 messages");
-		return;
-	}
-	struct wire_pub *pubs = calloc(n, sizeof(*pubs));
-	r->ids = calloc(n, sizeof(*r->ids));
-	int rc = pubs && r->ids ? 0 : TERN_EUNAVAIL;
-	for (size_t i = 0; rc == 0 && i < n; i++) {
-		json_t *m = json_is_array(root) ? json_array_get(root, i) : root;
-		rc = wire_parse_pub(m, r->e->cfg->max_message_bytes, &pubs[i], &why);
-	}
-	r->npub = n;
-	for (size_t i = 0; rc == 0 && i < n; i++) {
-		struct broker_enq e = {
-			.queue = r->chan, .queue_len = r->chan_len,
-			.data = pubs[i].data, .data_len = pubs[i].data_len, .enc = pubs[i].enc,
-			.idem_key = pubs[i].idem, .idem_len = pubs[i].idem_len,
-		};
-		r->refs++;
-		int erc = r->e->be_ops->enqueue(r->e->be, &e, enq_done, r, &why);
-		if (erc != 0) {
-			r->refs--;
-			if (i == 0) {
-				rc = erc;
-			} else {
-				r->first_err = r->first_err ? r->first_err : erc;
-				r->ndone += n - i;
-				if (r->ndone == r->npub)
-					respond_error(r, erc, why);
-				break;
-			}
-		}
-	}
-	if (rc != 0)
-		respond_error(r, rc, why);
-	for (size_t i = 0; pubs && i < n; i++)
-		free(pubs[i].data);
-	free(pubs);
-	json_decref(root);
+	struct broker_enq e = {
+		.queue = r->chan, .queue_len = r->chan_len,
+		.data = p->data, .data_len = p->data_len, .enc = p->enc,
+		.idem_key = p->idem, .idem_len = p->idem_len,
+	};
+	return r->e->be_ops->enqueue(r->e->be, &e, enq_done, r, why);
 }
 
 /* --- POST /v1/queues/{q}/pull --- */
@@ -424,8 +367,10 @@ void rest_queue_route(struct rest_req *r, const char *rest)
 		ask_info(r);
 	else if (which < 0 && r->method == LWSHUMETH_PUT)
 		put_queue(r);
-	else if (which >= 0 && r->method == LWSHUMETH_POST)
-		which == 0 ? post_messages(r) : which == 1 ? post_pull(r) : post_settle(r, which == 2);
+	else if (which == 0 && r->method == LWSHUMETH_POST)
+		rest_batch(r, false, submit_enqueue);
+	else if (which > 0 && r->method == LWSHUMETH_POST)
+		which == 1 ? post_pull(r) : post_settle(r, which == 2);
 	else
 		respond_error(r, -40500, "method not allowed");
 }
