@@ -200,8 +200,9 @@ static void redial(void **state) {
   fprintf(stderr, "redial: %u attempts in 400 ms, delays", attempts);
   for (int i = 0; i < ds.downs && i < 10; i++) fprintf(stderr, " %u", ds.delays[i]);
   fprintf(stderr, "\n");
-  /* 10, 20, 40, 80, 80... jittered into [d/2, d]: between 5 and 40 attempts in 400 ms */
-  ASSERT(attempts >= 5 && attempts <= 40);
+  /* 10, 20, 40, 80, 80... jittered into [d/2, d]: about 8 attempts in 400 ms, 40 at most
+   * (the lower bound leaves room for a loaded machine) */
+  ASSERT(attempts >= 3 && attempts <= 40);
   for (int i = 0; i < ds.downs && i < 64; i++) {
     uint32_t cap = 10u << (i < 3 ? i : 3);
     ASSERT(ds.delays[i] >= cap / 2 && ds.delays[i] <= cap);
