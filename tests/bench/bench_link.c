@@ -7,7 +7,7 @@
  *   unary_allocs_per_call     heap allocations per unary call, both sides together
  *   stream_mb_per_s_alone / stream_mb_per_s_beside_stalled / stall_cost_pct
  *   ping_rtt_us_p50/_p99 idle and _loaded while the link carries data at full speed
- * Usage: bench_link [--quick] [--tls] */
+ * Usage: bench_link [--quick] [--tls] [--unary-only] */
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -66,7 +66,7 @@ void free(void *p) { __libc_free(p); }
   } while (0)
 
 static uint64_t now_ns(void) { return uv_hrtime(); }
-static int g_quick, g_tls;
+static int g_quick, g_tls, g_unary_only;
 
 /* ---------------- the accepting side, on its own thread ---------------- */
 
@@ -440,6 +440,10 @@ static void bench_unary(client *c, int conc, uint64_t n, const char *key, int co
   double s = (double)(now_ns() - t0) / 1e9;
   uint64_t allocs = atomic_load(&g_allocs) - a0;
   (void)allocs;
+  if (!key) { /* warm-up run */
+    free(b.lat);
+    return;
+  }
   qsort(b.lat, n, sizeof(uint64_t), cmp_u64);
   double sum = 0;
   for (uint64_t i = 0; i < n; i++) sum += (double)b.lat[i];
@@ -643,8 +647,9 @@ int main(int argc, char **argv) {
   for (int i = 1; i < argc; i++) {
     if (strcmp(argv[i], "--quick") == 0) g_quick = 1;
     else if (strcmp(argv[i], "--tls") == 0) g_tls = 1;
+    else if (strcmp(argv[i], "--unary-only") == 0) g_unary_only = 1;
     else {
-      fprintf(stderr, "usage: bench_link [--quick] [--tls]\n");
+      fprintf(stderr, "usage: bench_link [--quick] [--tls] [--unary-only]\n");
       return 2;
     }
   }
@@ -659,22 +664,24 @@ int main(int argc, char **argv) {
   client_init(&c);
   client_start(&c, s.port, 1000, dir);
   uint64_t n = g_quick ? 500000 : 5000000;
-  bench_oneway(&c, n / 5); /* warm up */
-  printf("msgs_per_s=%.0f\n", bench_oneway(&c, n));
-  printf("msgs_per_s_protobuf=%.0f\n", bench_oneway_proto(&c, n));
   uint64_t nu = g_quick ? 20000 : 200000;
-  bench_unary(&c, 1, nu / 10, "1", 0);
+  if (!g_unary_only) {
+    bench_oneway(&c, n / 5); /* warm up */
+    printf("msgs_per_s=%.0f\n", bench_oneway(&c, n));
+    printf("msgs_per_s_protobuf=%.0f\n", bench_oneway_proto(&c, n));
+  }
+  bench_unary(&c, 1, nu / 10, NULL, 0);
   bench_unary(&c, 1, nu, "1", 1);
   bench_unary(&c, 64, nu, "64", 0);
-  bench_stall(&c, g_quick ? 2000 : 20000);
+  if (!g_unary_only) bench_stall(&c, g_quick ? 2000 : 20000);
   client_stop(&c);
-  bench_ping(s.port, dir, n);
+  if (!g_unary_only) bench_ping(s.port, dir, n);
   server_stop(&s);
   /* both ends on one loop and one thread: no cross-thread wake-up in the round trip */
   client_init(&c);
   server_start(&s, dir, &c.loop);
   client_start(&c, s.port, 1000, dir);
-  bench_unary(&c, 1, nu / 10, "1_one_loop", 0);
+  bench_unary(&c, 1, nu / 10, NULL, 0);
   bench_unary(&c, 1, nu, "1_one_loop", 1);
   client_stop_keep(&c);
   server_stop_shared(&s, &c.loop);
