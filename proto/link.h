@@ -18,7 +18,7 @@
 
 #include "link_limits.h"
 
-typedef struct tern_link tern_link;
+typedef struct tern_link tern_link; /* not "link": POSIX owns link(2) */
 typedef struct link_call link_call;
 typedef struct link_router link_router;
 typedef struct link_tls link_tls;

@@ -11,10 +11,13 @@
  *                     boundaries have nothing to do with message boundaries (gRPC's framing).
  *   HEADERS  stream   opens a call; payload is a tern.link.CallHeader.
  *   STATUS   stream   ends a call (sent by the side that accepted it); payload tern.link.Status.
- *   RESET    stream   abandons a stream; payload code u32 | flags u32 (bit 0: retryable).
+ *   RESET    stream   abandons a stream; payload code u32 (a link_code) | flags u32
+ *                     (bit 0: retryable, the call was not processed).
  *   SETTINGS 0        payload tern.link.Settings; ACK flag with an empty payload acknowledges.
  *   PING     0        8 opaque bytes; ACK flag = pong, echoing them.
- *   GOAWAY   0        last accepted stream id u32 | code u32 | text (<= LINK_GOAWAY_TEXT_MAX).
+ *   GOAWAY   0        last accepted stream id u32 | code u32 (a link_code, 0 for a drain) | text
+ *                     (<= LINK_GOAWAY_TEXT_MAX). Drain sends it twice: first with 2^31-1, then,
+ *                     after the pong of a ping sent with it, with the real last id (gRPC A9).
  *   WINDOW   0/stream increment u32 (1 .. 2^31-1) of the link's or the stream's credit.
  * Only DATA payload counts against the windows. */
 #ifndef TERN_LINK_FRAME_H
