@@ -18,6 +18,8 @@
 #   --set 'KEY VAL' add a line to the server's config (repeatable), e.g.
 #                   --set 'store_sync normal'
 #   --pin           server on CPU 0, harness on CPU 1 (taskset)
+#   --syscalls      count the server's sendto/epoll_ctl/epoll_wait calls over
+#                   each run (perf stat) and print them per delivery
 #   --perf          record the server with `perf record -g` during each run
 #   --keep          keep the temporary data dirs and server logs
 #
@@ -27,7 +29,7 @@ set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 build="$repo/build"
-tern="" bench="" only="" smoke=0 keep=0 perf=0 pin=0
+tern="" bench="" only="" smoke=0 keep=0 perf=0 pin=0 syscalls=0
 extra_conf=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -38,9 +40,10 @@ while [ $# -gt 0 ]; do
     --smoke) smoke=1; shift ;;
     --set) extra_conf+=("$2"); shift 2 ;;
     --pin) pin=1; shift ;;
+    --syscalls) syscalls=1; shift ;;
     --perf) perf=1; shift ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
     *) echo "run_fanout: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -190,9 +193,27 @@ for w in "${workloads[@]}"; do
         --messages "$messages" --duration-ms 20000 --label "$name")
   [ "$mode" = rate ] && args+=(--rate "$rate" --burst "$burst")
   out="$tmp/$name/bench.out"
+  stat_pid=""
+  if [ "$syscalls" = 1 ]; then
+    perf stat -x, -o "$tmp/$name/syscalls.csv" -p "$server_pid" \
+      -e syscalls:sys_enter_sendto,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_epoll_wait \
+      >/dev/null 2>&1 &
+    stat_pid=$!
+  fi
   # bench_fanout bounds itself; the outer timeout only guards against a bug.
   timeout 180 "${bench_pin[@]}" "$bench" "${args[@]}" >"$out" 2>"$tmp/$name/bench.err"
   rc=$?
+  if [ -n "$stat_pid" ]; then
+    kill -INT "$stat_pid" 2>/dev/null
+    wait "$stat_pid" 2>/dev/null
+    # Whole run, connect phase included (a few calls per subscriber).
+    d=$(sed -n 's/^deliveries=//p' "$out")
+    awk -F, -v d="${d:-0}" '$3 ~ /sys_enter_/ { n = $3; sub(/.*sys_enter_/, "", n);
+        printf "broker_%s_calls=%s\n", n, $1;
+        if (d > 0) printf "broker_%s_per_delivery=%.3f\n", n, $1 / d;
+        if (n == "sendto" && $1 > 0) printf "deliveries_per_sendto=%.2f\n", d / $1 }' \
+      "$tmp/$name/syscalls.csv" >>"$out"
+  fi
   grep -v '^workload=' "$out"
   [ -s "$tmp/$name/bench.err" ] && sed 's/^/# /' "$tmp/$name/bench.err" | head -20
   if ! kill -0 "$server_pid" 2>/dev/null; then
