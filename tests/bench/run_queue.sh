@@ -27,6 +27,8 @@
 #   --batch-writes  the Tern client frames its enqueues and acks itself and
 #                   writes many per syscall (default: one write per frame, as
 #                   librabbitmq does one send per method)
+#   --rabbit-erl-args 'ARGS'  more Erlang VM flags for RabbitMQ, e.g. '+sbwt none
+#                   +sbwtdcpu none +sbwtdio none' (no scheduler busy-waiting)
 #   --smoke         5000 messages, Tern only unless --rabbit-only: proves the harness
 #   --keep          keep the temporary dirs and logs
 #
@@ -37,7 +39,7 @@ set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 build="$repo/build"
-tern="" bench="" smoke=0 keep=0 do_tern=1 do_rabbit=1 rounds=1 nice_n="" tern_extra=()
+tern="" bench="" smoke=0 keep=0 do_tern=1 do_rabbit=1 rounds=1 nice_n="" tern_extra=() rabbit_erl_args=""
 messages=200000 producers=2 consumers=2 window=64 prefetch=64 backlog=20000 bytes=64
 extra_conf=()
 while [ $# -gt 0 ]; do
@@ -59,8 +61,9 @@ while [ $# -gt 0 ]; do
     --rounds) rounds=$2; shift 2 ;;
     --nice) nice_n=$2; shift 2 ;;
     --batch-writes) tern_extra+=(--batch-writes); shift ;;
+    --rabbit-erl-args) rabbit_erl_args=$2; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,36p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,38p' "$0"; exit 0 ;;
     *) echo "run_queue: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -214,7 +217,7 @@ CONF
     RABBITMQ_NODENAME="tern-bench-$$-$RANDOM@localhost" \
     RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_NODE_PORT="$amqp_port" \
     RABBITMQ_DIST_PORT="$dist_port" \
-    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1} $rabbit_erl_args" \
     RABBITMQ_MNESIA_BASE="$r/mnesia" RABBITMQ_LOG_BASE="$r/log" \
     RABBITMQ_CONFIG_FILE="$r/rabbitmq.conf" RABBITMQ_ADVANCED_CONFIG_FILE="$r/advanced.config" \
     RABBITMQ_ENABLED_PLUGINS_FILE="$r/enabled_plugins" RABBITMQ_CONF_ENV_FILE="$r/rabbitmq-env.conf" \
