@@ -805,6 +805,11 @@ void broker_tick(struct broker *b)
 			delivery_fail(d, true);
 			failed = true;
 		}
+		/* Ready work goes to waiting pulls before any is answered empty: a
+		 * pull with wait_ms 0 is due at once, and this tick may run before
+		 * the dispatch its call scheduled. */
+		if (!list_empty(&q->waiters) && !list_empty(&q->ready))
+			dispatch(q);
 		struct list *pos, *tmp;
 		list_foreach_safe(pos, tmp, &q->waiters) {
 			struct broker_pull *p = container_of(pos, struct broker_pull, link);
