@@ -28,6 +28,11 @@
 #define LINK_STREAM_WINDOW_DEFAULT (1024u * 1024u)
 #define LINK_STREAM_WINDOW_MAX (16u * 1024u * 1024u)
 
+/* Worst-case receive memory of one link is max_streams x stream_window (every stream parked
+ * with a full window): 4 GiB with the defaults below, reachable only by a peer that opens every
+ * stream and stalls each one mid-message (or an application that pauses them all). Links join
+ * authenticated cluster members; for less trusted peers lower max_streams and stream_window. */
+
 /* Per-link receive window: bounds bytes in flight on the link. Credit is returned as soon as bytes
  * move into a stream's buffer (bounded by that stream's window), so one stalled reader never
  * holds link credit (LINK.md pitfall 1). */
