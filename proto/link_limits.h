@@ -29,7 +29,7 @@
 #define LINK_STREAM_WINDOW_MAX (16u * 1024u * 1024u)
 
 /* Worst-case receive memory of one link is max_streams x stream_window (every stream parked
- * with a full window): 4 GiB with the defaults below, reachable only by a peer that opens every
+ * with a full window): 1 GiB with the defaults below, reachable only by a peer that opens every
  * stream and stalls each one mid-message (or an application that pauses them all). Links join
  * authenticated cluster members; for less trusted peers lower max_streams and stream_window. */
 
@@ -50,7 +50,7 @@
 
 /* Concurrent streams a side accepts from its peer; excess opens are refused (retryable). */
 #define LINK_MAX_STREAMS_MIN 1u
-#define LINK_MAX_STREAMS_DEFAULT 4096u
+#define LINK_MAX_STREAMS_DEFAULT 1024u
 #define LINK_MAX_STREAMS_MAX 65536u
 /* What a sender assumes before the peer's settings arrive (HTTP/2 recommends >= 100). */
 #define LINK_MAX_STREAMS_PROTOCOL 100u
