@@ -1001,18 +1001,20 @@ int main(int argc, char **argv)
 	pthread_mutex_init(&r.lat_lock, NULL);
 	if (!r.seen || !r.lat_us) {
 		fprintf(stderr, "bench_queue: out of memory for %llu messages\n", (unsigned long long)cfg.messages);
+		free(r.seen);
+		free(r.lat_us);
 		return 2;
 	}
 	if (strcmp(cfg.broker, "tern") == 0)
 		rc = tern_run(&cfg, &r);
 	else if (strcmp(cfg.broker, "rabbitmq") == 0)
 		rc = rabbit_run(&cfg, &r);
-	else {
-		usage();
-		return 2;
-	}
+	else
+		rc = -EINVAL;
 	if (rc < 0) {
 		fprintf(stderr, "bench_queue: harness could not start: %s\n", strerror(-rc));
+		free(r.seen);
+		free(r.lat_us);
 		return 2;
 	}
 	if (!r.failed && (r.distinct != cfg.messages || r.dups || r.refused || r.errors))
@@ -1054,5 +1056,8 @@ int main(int argc, char **argv)
 	if (r.failed)
 		printf("reason=%s\n", r.reason);
 	fflush(stdout);
+	free(r.seen);
+	free(r.lat_us);
+	pthread_mutex_destroy(&r.lat_lock);
 	return r.failed ? 1 : 0;
 }
