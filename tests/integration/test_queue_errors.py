@@ -167,6 +167,15 @@ async def test_message_size_limit():
     await c.close()
 
 
+def test_rest_batch_with_one_oversize_message_enqueues_nothing():
+    s = server()
+    q = Q.qname("batchsize")
+    batch = [{"data": 1}, {"data": "x" * 70000}, {"data": 3}]
+    status, _, body = s.http("POST", Q.qpath(q, "/messages"), body=batch)
+    T.check_rest_error(status, body, 41300, "batch with one message over the limit")
+    Q.wait_counts(s, q, (0, 0, 0))
+
+
 async def test_queue_max_depth_gets_42900():
     with T.Server(config={"queue_max_depth": 5}) as s:
         q = Q.qname("depth")

@@ -201,6 +201,27 @@ async def test_ack_timeout_redelivers_with_new_delivery_id():
     await p.close()
 
 
+async def test_timed_out_delivery_returns_before_waiting_messages():
+    s = server()
+    q = Q.qname("timeouthead")
+    Q.put_queue(s, q, ack_timeout_ms=800)
+    ids = [m["id"] for m in Q.enqueue_rest(s, q, [{"data": i} for i in range(3)])]
+    c = await Q.connect(s)
+    await c.consume(q, prefetch=1)
+    f1 = await c.delivery(q)
+    f2 = await c.delivery(q)  # after the timeout: the head again, not message 1
+    check_eq([(f1["id"], f1["attempt"]), (f2["id"], f2["attempt"])], [(ids[0], 1), (ids[0], 2)],
+             "a timed-out delivery goes back to the head")
+    await c.ack(q, f2["delivery_id"])
+    rest = []
+    for _ in range(2):
+        f = await c.delivery(q)
+        rest.append(f["id"])
+        await c.ack(q, f["delivery_id"])
+    check_eq(rest, ids[1:], "then the others in order")
+    await c.close()
+
+
 async def test_ack_timeout_moves_delivery_to_another_consumer():
     """After a timeout the message may go to any consumer; with the first one's
     prefetch full, it goes to the other, and the first one's ack is refused."""
