@@ -155,6 +155,42 @@ static void abrupt_close(void **state) {
   fx_finish(&f);
 }
 
+/* A goaway naming the last stream the peer will process: calls above it fail at once, retryable
+ * (they were never processed), the ones below go on, and no new call starts on the link. */
+static int g_goaways;
+static void on_goaway_cb(tern_link *l, const link_status *st, void *ud) { g_goaways++; }
+
+static void goaway_last_id(void **state) {
+  fx f;
+  fx_init(&f, 0);
+  rawsrv rs;
+  int port = rawsrv_start(&f, &rs);
+  uint8_t fr[64];
+  size_t n = link_frame_put_goaway(fr, 1, 0, "drain", 5);
+  memcpy(rs.hello + rs.hello_len, fr, n);
+  rs.hello_len += n;
+  g_goaways = 0;
+  f.ccfg.on_goaway = on_goaway_cb;
+  ASSERT(link_dial(&f.loop, &f.ccfg, "127.0.0.1", port, &f.cli) == 0);
+  cstate cs[3];
+  memset(cs, 0, sizeof(cs));
+  Tern__Link__Echo req = echo(1, 0);
+  for (int i = 0; i < 3; i++) /* stream ids 1, 3, 5 */
+    ASSERT(link_unary(f.cli, DIAG, "Unary", &req.base, NULL, cstate_unary_done, &cs[i]) == 0);
+  ASSERT(fx_run_until(&f, &cs[2].done, 2000) && fx_run_until(&f, &cs[1].done, 2000));
+  for (int i = 1; i < 3; i++) {
+    ASSERT(cs[i].code == LINK_UNAVAILABLE && cs[i].retryable);
+    ASSERT(strstr(cs[i].msg, "not processed"));
+  }
+  ASSERT(!cs[0].done && g_goaways == 1 && !link_is_usable(f.cli));
+  ASSERT(link_unary(f.cli, DIAG, "Unary", &req.base, NULL, cstate_unary_done, &cs[1]) ==
+         -ESHUTDOWN);
+  link_close(f.cli, NULL);
+  ASSERT(fx_run_until(&f, &cs[0].done, 2000) && cs[0].retryable);
+  rawsrv_close(&rs);
+  fx_finish(&f);
+}
+
 /* ---- redial ---- */
 
 typedef struct dstate {
@@ -562,6 +598,7 @@ int main(void) {
   };
   const struct CMUnitTest tests[] = {
       cmocka_unit_test(frozen_peer),
+      cmocka_unit_test(goaway_last_id),
       cmocka_unit_test(silent_peer),
       cmocka_unit_test(abrupt_close),
       cmocka_unit_test(redial),
