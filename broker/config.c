@@ -13,6 +13,7 @@ void config_defaults(struct tern_config *c)
 	memset(c, 0, sizeof(*c));
 	snprintf(c->listen, sizeof(c->listen), "127.0.0.1:8080");
 	snprintf(c->data_dir, sizeof(c->data_dir), "./tern-data");
+	snprintf(c->cors_allow_origin, sizeof(c->cors_allow_origin), "*");
 	c->max_message_bytes = TERN_MESSAGE_BYTES_DEFAULT;
 	c->history_max_messages = TERN_HISTORY_MESSAGES_DEFAULT;
 	c->history_max_age_s = TERN_HISTORY_AGE_S_DEFAULT;
@@ -70,6 +71,13 @@ int config_set(struct tern_config *c, const char *key, const char *v, char *err,
 	}
 	if (strcmp(key, "data_dir") == 0)
 		return set_str(c->data_dir, sizeof(c->data_dir), key, v, err, errlen);
+	if (strcmp(key, "cors_allow_origin") == 0) {
+		if (strcmp(v, "none") == 0) {
+			c->cors_allow_origin[0] = 0;
+			return 0;
+		}
+		return set_str(c->cors_allow_origin, sizeof(c->cors_allow_origin), key, v, err, errlen);
+	}
 	if (strcmp(key, "store_sync") == 0) {
 		if (strcmp(v, "full") != 0 && strcmp(v, "normal") != 0) {
 			snprintf(err, errlen, "store_sync: expected full or normal, got '%s'", v);

@@ -11,6 +11,7 @@
 struct tern_config {
 	char listen[256];   /* HOST:PORT for clients */
 	char data_dir[1024];
+	char cors_allow_origin[256]; /* REST's Access-Control-Allow-Origin; "" = none */
 	uint64_t max_message_bytes;
 	uint64_t history_max_messages;
 	uint64_t history_max_age_s;

@@ -364,6 +364,10 @@ static void route(struct rest_req *r)
 		respond_error(r, TERN_ETOOLARGE, "request body is larger than the limit");
 		return;
 	}
+	if (r->method == LWSHUMETH_OPTIONS) { /* CORS preflight */
+		respond(r, 204, "text/plain", NULL);
+		return;
+	}
 	if (strncmp(r->path, "/v1/channels/", 13) == 0) {
 		route_channels(r, r->path + 13);
 	} else if (strncmp(r->path, "/v1/queues/", 11) == 0) {
@@ -390,14 +394,37 @@ static void route(struct rest_req *r)
 
 /* --- lws glue --- */
 
+static int add_header(struct rest_req *r, const char *name, const char *value,
+		      unsigned char **p, unsigned char *end)
+{
+	return lws_add_http_header_by_name(r->wsi, (const unsigned char *)name,
+					   (const unsigned char *)value, (int)strlen(value), p, end);
+}
+
+/* CORS (Fetch standard, "CORS protocol"): browsers on other origins may call
+ * the REST API; a preflight (OPTIONS) learns the methods and headers. */
+static int add_cors(struct rest_req *r, unsigned char **p, unsigned char *end)
+{
+	const char *origin = r->e->cfg->cors_allow_origin;
+	if (!origin[0])
+		return 0;
+	if (add_header(r, "access-control-allow-origin:", origin, p, end))
+		return -1;
+	if (r->method != LWSHUMETH_OPTIONS)
+		return 0;
+	return add_header(r, "access-control-allow-methods:", "GET, POST, PUT, OPTIONS", p, end) ||
+	       add_header(r, "access-control-allow-headers:", "content-type, authorization", p,
+			  end) ||
+	       add_header(r, "access-control-max-age:", "600", p, end);
+}
+
 static int write_headers(struct rest_req *r)
 {
 	unsigned char buf[LWS_PRE + 1024], *start = buf + LWS_PRE, *p = start,
 		      *end = buf + sizeof(buf) - 1;
 	if (lws_add_http_common_headers(r->wsi, (unsigned)r->status, r->ctype,
 					(lws_filepos_t)r->resp_len, &p, end) ||
-	    lws_add_http_header_by_name(r->wsi, (const unsigned char *)"cache-control:",
-					(const unsigned char *)"no-store", 8, &p, end) ||
+	    add_header(r, "cache-control:", "no-store", &p, end) || add_cors(r, &p, end) ||
 	    lws_finalize_write_http_header(r->wsi, start, &p, end))
 		return -1;
 	r->headers_sent = true;

@@ -330,6 +330,28 @@ def test_content_type_json():
     check("application/json" in ct, "REST answers with Content-Type application/json", ct)
 
 
+def test_cors_for_browsers_on_other_origins():
+    """A web app on another origin can call REST: replies carry
+    Access-Control-Allow-Origin, and a preflight learns methods and headers."""
+    s = server()
+    ch = quote(uniq("cors"))
+    status, headers, _ = s.http("OPTIONS", "/v1/channels/%s/messages" % ch,
+                                headers={"Origin": "http://app.example",
+                                         "Access-Control-Request-Method": "POST",
+                                         "Access-Control-Request-Headers": "content-type"})
+    h = {k.lower(): v for k, v in headers.items()}
+    check_eq(status, 204, "preflight status")
+    check_eq(h.get("access-control-allow-origin"), "*", "preflight allow-origin")
+    check("POST" in h.get("access-control-allow-methods", ""), "preflight allows POST", h)
+    check("content-type" in h.get("access-control-allow-headers", "").lower(),
+          "preflight allows the content-type header", h)
+    status, headers, body = s.http("POST", "/v1/channels/%s/messages" % ch, body={"data": 1},
+                                   headers={"Origin": "http://app.example"})
+    check_eq(status, 201, "cross-origin publish")
+    check_eq({k.lower(): v for k, v in headers.items()}.get("access-control-allow-origin"), "*",
+             "publish reply allow-origin")
+
+
 def test_metrics():
     s = server()
     status, headers, text = s.http("GET", "/metrics")
