@@ -6,6 +6,7 @@ publisher's ok; queue configuration and bindings survive a restart; old
 delivery ids are stale afterwards."""
 
 import asyncio
+import random
 import signal
 import time
 
@@ -47,6 +48,61 @@ async def test_graceful_restart_keeps_ready_and_returns_unacked():
         s.stop()
     finally:
         s.cleanup()
+
+
+async def test_restart_with_scattered_acks_keeps_order():
+    """Acks scattered over the head of the queue, the rest held unacked or never
+    delivered: after a graceful restart exactly the unacked messages come, in
+    enqueue order (held ones attempt 2, the others 1); after a SIGKILL the same
+    messages at least, still in enqueue order."""
+    rng = random.Random(7)
+    for how in ("sigterm", "sigkill"):
+        s = T.Server().start()
+        try:
+            q = Q.qname("holes-" + how)
+            ids = [m["id"] for m in Q.enqueue_rest(s, q, [{"data": i} for i in range(200)])]
+            c = await Q.connect(s)
+            await c.consume(q, prefetch=100)
+            got = await c.deliveries(q, 100)
+            check_eq([f["id"] for f in got], ids[:100], "first hundred in order")
+            acked = set()
+            for f in got:
+                if rng.random() < 0.5:
+                    await c.ack(q, f["delivery_id"])
+                    acked.add(f["id"])
+            # the acks freed slots: more deliveries come to c; wait until the
+            # server's unacked count is what c holds (bounded)
+            deadline = time.monotonic() + T.WAIT_S
+            while True:
+                await c.sync()
+                holding = 100 + len(c.pending(q)) - len(acked)
+                if Q.counts(s, q)[1] == holding or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            check_eq(Q.counts(s, q)[1], holding, "unacked = what the consumer holds")
+            if how == "sigterm":
+                await Q.in_thread(s.stop)
+            else:
+                s.kill()
+            s.start()
+            c2 = await Q.connect(s)
+            await c2.consume(q, prefetch=300)
+            after = await Q.drain(c2, q)
+            want = [i for i in ids if i not in acked]
+            got_ids = [f["id"] for f in after]
+            if how == "sigterm":
+                check_eq(got_ids, want, "after SIGTERM: exactly the unacked, in enqueue order")
+                held = (set(f["id"] for f in got) | set(f["id"] for f in c.pending(q))) - acked
+                check_eq([f["attempt"] for f in after], [2 if f["id"] in held else 1 for f in after],
+                         "held ones attempt 2, never delivered attempt 1")
+            else:
+                check(set(want) <= set(got_ids), "after SIGKILL: every unacked message is back",
+                      sorted(set(want) - set(got_ids))[:5])
+                check_eq(got_ids, [i for i in ids if i in set(got_ids)], "after SIGKILL: in enqueue order")
+            await c2.close()
+            s.stop()
+        finally:
+            s.cleanup()
 
 
 async def test_sigkill_loses_no_acknowledged_enqueue():
