@@ -178,7 +178,7 @@ async def test_two_long_polls_one_message():
 def test_pulled_delivery_runs_under_ack_timeout():
     s = server()
     q = Q.qname("pulltimeout")
-    Q.put_queue(s, q, ack_timeout_ms=500)
+    Q.put_queue(s, q, ack_timeout_ms=1500)  # room for a slow (ASan) second pull
     Q.enqueue_rest(s, q, {"data": "x"})
     d1 = Q.pull(s, q)
     check_eq(Q.pull(s, q, wait_ms=0), [], "not pullable again while its delivery runs")
