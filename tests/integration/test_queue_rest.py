@@ -92,6 +92,13 @@ def test_enqueue_single_and_batch_then_pull():
     Q.ack_rest_ok(s, q, [d["delivery_id"] for d in got + rest])
     Q.wait_counts(s, q, (0, 0, 0))
     check_eq(Q.pull(s, q, max_n=5, wait_ms=0), [], "pull on an empty queue with wait_ms 0")
+    # the largest max and wait_ms are accepted, and ready work comes at once
+    Q.enqueue_rest(s, q, [{"data": "edge"}])
+    t0 = time.monotonic()
+    edge = Q.pull(s, q, max_n=1000, wait_ms=30000)
+    check_eq([d["data"] for d in edge], ["edge"], "max 1000, wait_ms 30000")
+    check(time.monotonic() - t0 < 10, "ready work is answered at once, not after wait_ms")
+    Q.ack_rest_ok(s, q, [edge[0]["delivery_id"]])
 
 
 def test_enqueue_with_curl_base64_and_idempotency():
@@ -270,6 +277,13 @@ def test_rest_ack_unknown_and_stale_ids():
     check(good in json.dumps(body), "the error names the stale id", body)
     status, _, body = Q.ack_rest(s, q, [bogus], verb="nack")
     T.check_rest_error(status, body, 40400, "nack of an unknown id")
+    # nack with one known and one unknown id: 404 naming the unknown, the known one settled
+    Q.enqueue_rest(s, q, [{"data": 3}])
+    d3 = Q.pull(s, q)
+    status, _, body = Q.ack_rest(s, q, [d3[0]["delivery_id"], bogus + "2"], verb="nack", requeue=False)
+    T.check_rest_error(status, body, 40400, "nack with one unknown id")
+    check(bogus + "2" in json.dumps(body), "the error names the unknown id", body)
+    Q.wait_counts(s, q + ".dlq", (1, 0, 0))
     # A delivery id of queue q is unknown to another queue
     status, _, body = Q.ack_rest(s, Q.qname("otherq"), [other])
     T.check_rest_error(status, body, 40400, "ack on the wrong queue")
