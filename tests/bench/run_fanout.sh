@@ -234,5 +234,38 @@ echo "summary (load: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores)"
   echo "workload|subs|mode|result|deliv/s|lost|dup|p50_us|p99_us|broker_us/deliv|rss_B/conn|harness_us/deliv|pub/s|floor1_us|floor8_us|broker_runq_ms"
   for line in "${summary[@]}"; do echo "$line"; done
 } | column -t -s '|'
+
+# The issue's targets, judged from the workloads that ran (docs/bench-fanout.md).
+val() { [ -f "$tmp/$1/bench.out" ] && sed -n "s/^$2=//p" "$tmp/$1/bench.out" | head -1; }
+verdict() { # verdict NAME VALUE OP LIMIT: prints target_NAME=MET|MISSED|NOT_RUN
+  if [ -z "$2" ]; then echo "target_$1=NOT_RUN"; return; fi
+  if awk -v v="$2" -v l="$4" -v op="$3" 'BEGIN { exit !(op == "<=" ? v <= l : v < l) }'; then
+    echo "target_$1=MET value=$2 limit=$3$4"
+  else
+    echo "target_$1=MISSED value=$2 limit=$3$4"
+  fi
+}
+if [ "$smoke" = 0 ]; then
+  echo
+  echo "targets (2-core machine; see docs/bench-fanout.md for how far load moves them)"
+  verdict inflight1_us_per_delivery "$(val n1000-inflight1 broker_cpu_us_per_delivery)" "<=" 6
+  if [ -n "$(val n1000-inflight1 broker_cpu_us_per_delivery)" ] && [ -n "${floor1[1000]:-}" ]; then
+    verdict inflight1_within_10pct_of_floor_now "$(val n1000-inflight1 broker_cpu_us_per_delivery)" "<=" \
+      "$(awk -v f="${floor1[1000]}" 'BEGIN { printf "%.3f", f * 1.1 }')"
+  fi
+  for w in n1000-rate1000 n1000-rate1000x8; do
+    verdict "many_in_flight_us_per_delivery_$w" "$(val $w broker_cpu_us_per_delivery)" "<" 1
+  done
+  rss_max=$(for w in "${workloads[@]}"; do read -r nm _ <<<"$w"; val "$nm" broker_rss_bytes_per_conn; done |
+            sort -n | tail -1)
+  verdict rss_bytes_per_idle_conn "$rss_max" "<=" 4096
+  rate=$(val n1000-rate1000 publish_rate_per_s)
+  if [ -n "$rate" ] && awk -v r="$rate" 'BEGIN { exit !(r < 950) }'; then
+    echo "target_p99_us_1000x1000=MISSED value=$(val n1000-rate1000 latency_us_p99) limit=<5000 (rate not carried: $rate msgs/s)"
+  else
+    verdict p99_us_1000x1000 "$(val n1000-rate1000 latency_us_p99)" "<" 5000
+  fi
+  echo "target_zero_loss=$([ $status = 0 ] && echo MET || echo MISSED)"
+fi
 [ "$perf" = 1 ] && [ "$keep" = 0 ] && echo "run_fanout: --perf without --keep: perf data removed; add --keep" >&2
 exit $status
