@@ -82,6 +82,7 @@
     this._nextRef = 1;
     this._pending = new Map(); // ref -> {resolve, reject, timer, onOk}
     this._subs = new Map(); // channel -> {opts, resume, waiters, onMessage}
+    this._consumers = new Map(); // queue -> {prefetch, onDelivery}
     this._listeners = {};
     this._attempt = 0;
     this._retryTimer = null;
@@ -97,6 +98,7 @@
    *   "state"     (state)            state changed: connecting, open, reconnecting, closed
    *   "connected" (frame)            the server's first frame on each connection
    *   "message"   (msg)              a channel message {channel, seq, id, name?, data, ts, encoding?}
+   *   "delivery"  (d)                a queue delivery, with d.ack() and d.nack(requeue)
    *   "error"     (TernError)        an error frame without ref (a request sent without ref)
    *   "close"     ({code, reason})   the socket closed (a reconnect may follow)
    *   "frame"     (frame)            every frame from the server, raw
@@ -186,6 +188,7 @@
     switch (f.op) {
       case "connected": return this._onConnected(f);
       case "message": return this._onMessage(f);
+      case "delivery": return this._onDelivery(f);
       case "ok":
       case "pong":
         return this._settle(f, null);
@@ -207,6 +210,24 @@
     this._setState("open");
     this._emit("connected", f);
     this._subs.forEach(function (sub, channel) { self._sendSubscribe(channel, sub); });
+    // Consumers resume on the new connection; what the old one held unacked
+    // was given back by the server and comes again with attempt + 1.
+    this._consumers.forEach(function (c, queue) {
+      self.request({ op: "consume", queue: queue, prefetch: c.prefetch }).catch(function (err) {
+        self._emit("error", err);
+      });
+    });
+  };
+
+  P._onDelivery = function (d) {
+    var self = this;
+    d.ack = function () { return self.ack(d.queue, d.delivery_id); };
+    d.nack = function (requeue) { return self.nack(d.queue, d.delivery_id, requeue); };
+    var c = this._consumers.get(d.queue);
+    if (c && c.onDelivery) {
+      try { c.onDelivery(d); } catch (e) { setTimeout(function () { throw e; }); }
+    }
+    this._emit("delivery", d);
   };
 
   P._onMessage = function (m) {
@@ -371,6 +392,56 @@
     }
     if (opts.idempotency_key != null) frame.idempotency_key = opts.idempotency_key;
     return this.request(frame);
+  };
+
+  /**
+   * enqueue(queue, data, opts?): puts one message on a queue (data as for
+   * publish; opts.idempotency_key). Resolves with {op:"ok", id} once durable.
+   */
+  P.enqueue = function (queue, data, opts) {
+    opts = opts || {};
+    var frame = { op: "enqueue", queue: queue };
+    if (data instanceof ArrayBuffer || (typeof Uint8Array !== "undefined" && data instanceof Uint8Array)) {
+      frame.data = bytesToBase64(data);
+      frame.encoding = "base64";
+    } else {
+      frame.data = data === undefined ? null : data;
+    }
+    if (opts.idempotency_key != null) frame.idempotency_key = opts.idempotency_key;
+    return this.request(frame);
+  };
+
+  /**
+   * consume(queue, opts?, onDelivery?): opts.prefetch (1-1000, default 10).
+   * Each delivery {queue, delivery_id, id, data, attempt, channel?, name?}
+   * comes with d.ack() and d.nack(requeue = true). The consumer is kept across
+   * reconnects until cancel(queue). Calling it again updates the prefetch.
+   */
+  P.consume = function (queue, opts, onDelivery) {
+    if (typeof opts === "function") { onDelivery = opts; opts = null; }
+    var prefetch = (opts && opts.prefetch) || 10;
+    var c = this._consumers.get(queue) || {};
+    c.prefetch = prefetch;
+    if (onDelivery) c.onDelivery = onDelivery;
+    this._consumers.set(queue, c);
+    if (this.state !== "open") return Promise.resolve({ op: "ok" }); // sent on connect
+    return this.request({ op: "consume", queue: queue, prefetch: prefetch });
+  };
+
+  /** ack(queue, deliveryId) / nack(queue, deliveryId, requeue = true): settle a delivery. */
+  P.ack = function (queue, deliveryId) {
+    return this.request({ op: "ack", queue: queue, delivery_id: deliveryId });
+  };
+  P.nack = function (queue, deliveryId, requeue) {
+    return this.request({ op: "nack", queue: queue, delivery_id: deliveryId,
+                          requeue: requeue === undefined ? true : !!requeue });
+  };
+
+  /** cancel(queue): stops consuming; unacked deliveries go back to the queue. */
+  P.cancel = function (queue) {
+    this._consumers.delete(queue);
+    if (this.state !== "open") return Promise.resolve({ op: "ok" });
+    return this.request({ op: "cancel", queue: queue });
   };
 
   /** ping(): resolves with the `pong` reply. */

@@ -289,5 +289,43 @@ async def test_demo_page_subscribe_publish_reconnect():
         s.cleanup()
 
 
+async def test_js_client_queues():
+    """tern.js in the browser: enqueue, consume with ack(), nack() giving work
+    back with attempt + 1, cancel; what the page acked is gone from the queue."""
+    s = T.Server().start()
+    b = Browser()
+    try:
+        await b.start()
+        q = "browser-q-%d" % time.time_ns()
+        await b.cmd("Page.navigate", url=s.base + "/")
+        await b.wait_js("!!window.tern && window.tern.state === 'open'", "tern.js connected")
+        ids = await b.js("Promise.all([1, 2, 3].map(n => tern.enqueue(%s, {n: n}))).then(r => r.map(x => x.id))"
+                         % json.dumps(q))
+        check_eq(len(ids), 3, "three enqueue oks with ids")
+        await b.js("window.got = []; tern.consume(%s, {prefetch: 5}, d => { window.got.push(d); })"
+                   ".then(() => true)" % json.dumps(q))
+        got = await b.wait_js("window.got.length >= 3 && window.got.map(d => [d.data.n, d.attempt])",
+                              "three deliveries in the page")
+        check_eq(got, [[1, 1], [2, 1], [3, 1]], "FIFO, first attempt")
+        # nack the first: it comes back first, attempt 2; ack the rest.
+        await b.js("window.got[0].nack().then(() => Promise.all([window.got[1].ack(), window.got[2].ack()]))"
+                   ".then(() => true)")
+        again = await b.wait_js("window.got.length >= 4 && [window.got[3].data.n, window.got[3].attempt]",
+                                "the nacked delivery again")
+        check_eq(again, [1, 2], "given back with attempt + 1")
+        await b.js("window.got[3].ack().then(() => tern.cancel(%s)).then(() => true)" % json.dumps(q))
+        status, _, info = s.http("GET", "/v1/queues/%s" % q)
+        check_eq((status, info["ready"], info["unacked"], info["consumers"]), (200, 0, 0, 0),
+                 "everything acked, the consumer cancelled")
+        err = await b.js("tern.ack(%s, 'no-such-delivery').then(() => null, e => e.code)" % json.dumps(q))
+        check_eq(err, 40400, "acking an unknown delivery rejects with 40400")
+        errors = b.page_errors()
+        check(not errors, "no script errors on the page", errors[:3])
+        s.stop()
+    finally:
+        await b.close()
+        s.cleanup()
+
+
 if __name__ == "__main__":
     T.main(globals())
