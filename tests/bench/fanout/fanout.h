@@ -206,7 +206,8 @@ struct fanout_result {
 
 /* The kernel's floor: CPU µs per message that one process spends in send()
  * to N loopback TCP connections, with 1, 8 and 32 messages of `msg_bytes`
- * per send() (us_per_msg[0..2]). Forks a child that drains the other ends.
+ * per send() (us_per_msg[0..2]), each the median of three rounds of about a
+ * second. Forks a child that drains the other ends.
  * Returns 0 or a negative errno. */
 int fanout_floor(uint32_t n, uint32_t msg_bytes, double us_per_msg[3]);
 
