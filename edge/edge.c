@@ -62,6 +62,12 @@ static const struct lws_protocols protocols[] = {
 	{NULL, NULL, 0, 0, 0, NULL, 0}
 };
 
+/* No lws validity timers: Tern sends its own heartbeats, and lws re-inserts a
+ * connection's validity timer into a sorted list on every frame it receives,
+ * O(connections) each time (secs_since_valid_hangup 0 turns it off). */
+static const lws_retry_bo_t no_validity_timers = {.secs_since_valid_ping = 0,
+						  .secs_since_valid_hangup = 0};
+
 static void finish_shutdown(struct edge *e)
 {
 	uv_timer_stop(&e->tick);
@@ -210,6 +216,7 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 	info.timeout_secs_ah_idle = (unsigned)ec->cfg->handshake_timeout_s;
 	info.max_http_header_data = 4096;
 	info.server_string = "tern";
+	info.retry_and_idle_policy = &no_validity_timers;
 	e->ctx = e->wbuf && e->hb_frame ? lws_create_context(&info) : NULL;
 	if (!e->ctx) {
 		snprintf(why, why_len, "cannot listen on %s:%d", host, port);
