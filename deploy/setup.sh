@@ -6,7 +6,7 @@
 #   deps           only install the Debian packages
 #   build          only build (./build/tern)
 #   bench-deps     also install the peers the benchmarks compare against
-#                  (RabbitMQ; later Mosquitto and nginx+nchan)
+#                  (RabbitMQ, Mosquitto, nginx+nchan, gnuplot for the plot)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-dev}
@@ -17,7 +17,7 @@ PACKAGES=(build-essential cmake pkg-config git
           libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev libssl-dev
           libcmocka-dev clang libclang-rt-14-dev librabbitmq-dev
           python3 python3-websockets curl chromium openssl)
-BENCH_PACKAGES=(rabbitmq-server)
+BENCH_PACKAGES=(rabbitmq-server mosquitto nginx-light libnginx-mod-nchan gnuplot-nox)
 
 install_deps() {
   local missing=()
