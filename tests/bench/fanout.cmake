@@ -4,6 +4,7 @@ add_executable(bench_fanout
   ${CMAKE_CURRENT_LIST_DIR}/bench_fanout.c
   ${CMAKE_CURRENT_LIST_DIR}/fanout/harness.c
   ${CMAKE_CURRENT_LIST_DIR}/fanout/broker_tern.c
+  ${CMAKE_CURRENT_LIST_DIR}/fanout/broker_mosquitto.c
   ${CMAKE_CURRENT_LIST_DIR}/fanout/floor.c
   ${CMAKE_CURRENT_LIST_DIR}/fanout/measure.c)
 target_include_directories(bench_fanout PRIVATE ${CMAKE_CURRENT_LIST_DIR})

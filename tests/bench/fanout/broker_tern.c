@@ -149,7 +149,10 @@ const struct fanout_broker_ops fanout_broker_tern = {
 
 const struct fanout_broker_ops *fanout_broker_find(const char *name)
 {
-	static const struct fanout_broker_ops *const all[] = { &fanout_broker_tern };
+	static const struct fanout_broker_ops *const all[] = {
+		&fanout_broker_tern,
+		&fanout_broker_mosquitto,
+	};
 
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
 		if (strcmp(all[i]->name, name) == 0)

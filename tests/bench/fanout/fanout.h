@@ -37,6 +37,15 @@ struct fanout_frame {
 	size_t data_len;
 };
 
+/* How the publisher reaches the broker. */
+enum fanout_pub_transport {
+	FANOUT_PUB_WEBSOCKET = 0, /* a WebSocket client like the subscribers */
+	FANOUT_PUB_HTTP_POST,     /* HTTP/1.1 keep-alive, pipelined requests
+				     (fanout/http_pub.h); ops->publish builds
+				     the whole request, each reply is the OK
+				     (2xx) or ERROR of the oldest request */
+};
+
 /*
  * One broker as the harness sees it. Frame builders write at most `cap` bytes
  * into `buf` and return the length written, 0 when there is nothing to send,
@@ -67,10 +76,20 @@ struct fanout_broker_ops {
 	/* Classify one complete frame. Returns 0, or -1 for a frame it cannot
 	 * read (then out->kind is FANOUT_FRAME_BAD). */
 	int (*parse)(const char *frame, size_t len, struct fanout_frame *out);
+	/* FANOUT_PUB_WEBSOCKET unless set. */
+	enum fanout_pub_transport pub_transport;
+	/* true when the broker never answers a publish (MQTT QoS 0): the
+	 * harness counts a publish as acknowledged once it is written. */
+	bool publish_unacked;
 };
 
 /* Tern's WebSocket JSON protocol (CONTRACT.md, `tern.v1.json`). */
 extern const struct fanout_broker_ops fanout_broker_tern;
+/* Mosquitto: MQTT 3.1.1 over WebSocket (subprotocol "mqtt"), QoS 0. */
+extern const struct fanout_broker_ops fanout_broker_mosquitto;
+/* nginx + nchan: WebSocket subscribers on /sub/CHANNEL, HTTP POST publishes
+ * to /pub/CHANNEL. */
+extern const struct fanout_broker_ops fanout_broker_nchan;
 
 /* The broker table named `name`, or NULL. */
 const struct fanout_broker_ops *fanout_broker_find(const char *name);
