@@ -21,7 +21,7 @@ static void usage(FILE *to)
 {
 	fprintf(to,
 		"usage: bench_fanout --port PORT [options]\n"
-		"  --broker NAME          broker operations table (tern)\n"
+		"  --broker NAME          broker operations table: tern, mosquitto, nchan (tern)\n"
 		"  --host ADDR            numeric IPv4 address (127.0.0.1)\n"
 		"  --channel NAME         channel (bench:fanout:PID)\n"
 		"  --subscribers N        WebSocket subscribers (1000)\n"
@@ -41,7 +41,8 @@ static void usage(FILE *to)
 		"  --drain-timeout-ms T   wait without progress after the last publish (5000)\n"
 		"  --drain-max-ms T       drain phase, at most (30000)\n"
 		"  --message-timeout-ms T inflight1: one message to reach everyone (5000)\n"
-		"  --server-pid PID       the broker's pid, for CPU and RSS from /proc\n"
+		"  --server-pid PID       the broker's pid, for CPU and RSS from /proc (it and\n"
+		"                         its child processes, e.g. nginx workers)\n"
 		"  --floor                no broker: measure the kernel's send() floor for\n"
 		"                         --subscribers connections, --floor-bytes (70) per message\n"
 		"  --floor-bytes S        message size for --floor, 1-1024\n"

@@ -5,6 +5,8 @@ add_executable(bench_fanout
   ${CMAKE_CURRENT_LIST_DIR}/fanout/harness.c
   ${CMAKE_CURRENT_LIST_DIR}/fanout/broker_tern.c
   ${CMAKE_CURRENT_LIST_DIR}/fanout/broker_mosquitto.c
+  ${CMAKE_CURRENT_LIST_DIR}/fanout/broker_nchan.c
+  ${CMAKE_CURRENT_LIST_DIR}/fanout/http_pub.c
   ${CMAKE_CURRENT_LIST_DIR}/fanout/floor.c
   ${CMAKE_CURRENT_LIST_DIR}/fanout/measure.c)
 target_include_directories(bench_fanout PRIVATE ${CMAKE_CURRENT_LIST_DIR})

@@ -152,6 +152,7 @@ const struct fanout_broker_ops *fanout_broker_find(const char *name)
 	static const struct fanout_broker_ops *const all[] = {
 		&fanout_broker_tern,
 		&fanout_broker_mosquitto,
+		&fanout_broker_nchan,
 	};
 
 	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)

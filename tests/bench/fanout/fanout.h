@@ -145,6 +145,12 @@ struct fanout_proc_cpu {
 int fanout_proc_cpu(int pid, struct fanout_proc_cpu *out);
 /* VmRSS of `pid` from /proc/PID/status, in bytes. Returns 0 or -errno. */
 int fanout_proc_rss(int pid, uint64_t *rss_bytes);
+/* The same summed over `pid` and its children (found by PPid in
+ * /proc/N/status), so that a broker of a master and workers (nginx) counts
+ * whole. Children that start or end between two readings skew the difference;
+ * the brokers measured fork theirs at start. Returns 0 or -errno of `pid`. */
+int fanout_proc_tree_cpu(int pid, struct fanout_proc_cpu *out);
+int fanout_proc_tree_rss(int pid, uint64_t *rss_bytes);
 /* This process's own user and system CPU (getrusage), in µs. */
 void fanout_self_cpu(struct fanout_proc_cpu *out);
 

@@ -13,6 +13,7 @@
  * (reordering) and the channel `seq` it expects next (gaps).
  */
 #include "fanout.h"
+#include "http_pub.h"
 
 #include <errno.h>
 #include <libwebsockets.h>
@@ -86,6 +87,8 @@ struct harness {
 
 	struct conn *subs;       /* N */
 	struct conn pub;
+	struct fanout_http_pub *http; /* FANOUT_PUB_HTTP_POST: the publisher */
+	uint64_t http_replies;   /* replies so far: the next is for this index */
 	uint32_t started, connecting, subs_live;
 	uint64_t connect_start_ns, last_sub_ok_ns;
 
@@ -220,6 +223,33 @@ static int sub_writeable(struct harness *h, struct conn *c)
 
 static void advance_complete(struct harness *h);
 
+/* Records publish `i`, written at `now`. */
+static void pub_sent(struct harness *h, uint64_t i, uint64_t now)
+{
+	h->sent_ns[i] = now;
+	if (i == 0)
+		h->publish_start_ns = now;
+	h->last_send_ns = now;
+	h->inflight_sent_ns = now;
+	h->next_index++;
+	h->res->published++;
+	if (h->cfg->ops->publish_unacked) {
+		/* Written is all the broker will ever confirm. */
+		h->res->acked++;
+		h->msg_seq[i] = UINT64_MAX;
+		if (i == h->complete)
+			advance_complete(h);
+	} else {
+		h->outstanding++;
+	}
+}
+
+static bool pub_may_send(const struct harness *h)
+{
+	return !h->stop_publishing && h->next_index < h->allowed &&
+	       h->outstanding < h->cfg->window;
+}
+
 /* Writes publishes while the scheduler allows, the window has room and the
  * socket takes them. Returns -1 to have lws close the connection. */
 static int pub_writeable(struct harness *h)
@@ -231,8 +261,7 @@ static int pub_writeable(struct harness *h)
 
 	if (c->need_hello)
 		return sub_writeable(h, c);
-	while (!h->stop_publishing && h->next_index < h->allowed &&
-	       h->outstanding < h->cfg->window) {
+	while (pub_may_send(h)) {
 		uint64_t i = h->next_index, now = fanout_now_ns();
 		int n;
 
@@ -244,22 +273,7 @@ static int pub_writeable(struct harness *h)
 		if (lws_write(c->wsi, buf + LWS_PRE, (size_t)n,
 			      ops->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) < n)
 			return -1;
-		h->sent_ns[i] = now;
-		if (i == 0)
-			h->publish_start_ns = now;
-		h->last_send_ns = now;
-		h->inflight_sent_ns = now;
-		h->next_index++;
-		h->res->published++;
-		if (ops->publish_unacked) {
-			/* Written is all the broker will ever confirm. */
-			h->res->acked++;
-			h->msg_seq[i] = UINT64_MAX;
-			if (i == h->complete)
-				advance_complete(h);
-		} else {
-			h->outstanding++;
-		}
+		pub_sent(h, i, now);
 		if (lws_send_pipe_choked(c->wsi)) {
 			lws_callback_on_writable(c->wsi);
 			break;
@@ -268,10 +282,38 @@ static int pub_writeable(struct harness *h)
 	return 0;
 }
 
+/* The same over HTTP: queues requests until the output is choked; replies
+ * kick it again. */
+static void pub_http_send(struct harness *h)
+{
+	char out[OUT_FRAME_BYTES];
+
+	while (pub_may_send(h) && !fanout_http_pub_choked(h->http)) {
+		uint64_t i = h->next_index, now = fanout_now_ns();
+		int n, rc;
+
+		fanout_payload_make(h->payload, h->payload_len, i, now);
+		n = h->cfg->ops->publish(out, sizeof(out), h->cfg->channel, i + PUB_REF_BASE,
+					 h->payload, h->payload_len);
+		rc = n > 0 ? fanout_http_pub_send(h->http, out, (size_t)n) : -EINVAL;
+		if (rc == -EAGAIN)
+			break;
+		if (rc < 0) {
+			fail(h, "publisher could not send");
+			h->stop_publishing = true;
+			break;
+		}
+		pub_sent(h, i, now);
+	}
+}
+
 static void pub_kick(struct harness *h)
 {
-	if (h->pub.state == CONN_READY && h->next_index < h->allowed &&
-	    h->outstanding < h->cfg->window && !h->stop_publishing)
+	if (h->pub.state != CONN_READY || !pub_may_send(h))
+		return;
+	if (h->http)
+		pub_http_send(h);
+	else
 		lws_callback_on_writable(h->pub.wsi);
 }
 
@@ -332,6 +374,34 @@ static void on_message(struct harness *h, struct conn *c, const struct fanout_fr
 		advance_complete(h);
 }
 
+/* An OK or ERROR to a publish, whichever transport carried it. */
+static void on_pub_reply(struct harness *h, const struct fanout_frame *f, const char *frame,
+			 size_t len, uint64_t now)
+{
+	struct fanout_result *res = h->res;
+	uint64_t i;
+
+	if (f->ref < PUB_REF_BASE || (uint64_t)f->ref - PUB_REF_BASE >= h->next_index) {
+		res->bad_frames++;
+		return;
+	}
+	i = (uint64_t)f->ref - PUB_REF_BASE;
+	h->outstanding--;
+	if (f->kind == FANOUT_FRAME_ERROR) {
+		res->publish_errors++;
+		fprintf(stderr, "bench_fanout: publish %llu refused: %.*s\n",
+			(unsigned long long)i, (int)(len > 200 ? 200 : len), frame);
+		h->stop_publishing = true;
+		return;
+	}
+	res->acked++;
+	fanout_hist_record(&res->ack, now - h->sent_ns[i]);
+	h->msg_seq[i] = f->seq ? f->seq : UINT64_MAX;
+	if (i == h->complete)
+		advance_complete(h);
+	pub_kick(h);
+}
+
 static void on_frame(struct harness *h, struct conn *c, const char *frame, size_t len)
 {
 	struct fanout_result *res = h->res;
@@ -353,27 +423,7 @@ static void on_frame(struct harness *h, struct conn *c, const char *frame, size_
 		 * handshake. */
 		c->state = CONN_READY;
 	} else if (c == &h->pub && (f.kind == FANOUT_FRAME_OK || f.kind == FANOUT_FRAME_ERROR)) {
-		uint64_t i;
-
-		if (f.ref < PUB_REF_BASE || (uint64_t)f.ref - PUB_REF_BASE >= h->next_index) {
-			res->bad_frames++;
-			return;
-		}
-		i = (uint64_t)f.ref - PUB_REF_BASE;
-		h->outstanding--;
-		if (f.kind == FANOUT_FRAME_ERROR) {
-			res->publish_errors++;
-			fprintf(stderr, "bench_fanout: publish %llu refused: %.*s\n",
-				(unsigned long long)i, (int)(len > 200 ? 200 : len), frame);
-			h->stop_publishing = true;
-			return;
-		}
-		res->acked++;
-		fanout_hist_record(&res->ack, now - h->sent_ns[i]);
-		h->msg_seq[i] = f.seq ? f.seq : UINT64_MAX;
-		if (i == h->complete)
-			advance_complete(h);
-		pub_kick(h);
+		on_pub_reply(h, &f, frame, len, now);
 	} else if (f.kind == FANOUT_FRAME_OK && f.ref == SUB_REF && c->state == CONN_OPEN) {
 		c->state = CONN_READY;
 		c->subscribed = true;
@@ -449,6 +499,73 @@ static void on_gone(struct harness *h, struct conn *c, bool failed)
 	}
 }
 
+/* ---- HTTP publisher ---------------------------------------------------------- */
+
+static void on_http_connect(struct fanout_http_pub *p, int status, void *data)
+{
+	struct harness *h = data;
+
+	(void)p;
+	if (status < 0) {
+		h->pub.state = CONN_FAILED;
+		return;
+	}
+	h->pub.state = CONN_READY;
+}
+
+/* Replies come in request order: the n-th answers publish n. A body is
+ * only kept for the error message. */
+static void on_http_reply(struct fanout_http_pub *p, int status, const char *body,
+			  size_t body_len, void *data)
+{
+	struct harness *h = data;
+	struct fanout_frame f = {
+		.kind = status >= 200 && status < 300 ? FANOUT_FRAME_OK : FANOUT_FRAME_ERROR,
+		.ref = (int64_t)(h->http_replies++ + PUB_REF_BASE),
+	};
+
+	(void)p;
+	if (h->phase == PH_TEARDOWN)
+		return;
+	on_pub_reply(h, &f, body, body_len, fanout_now_ns());
+}
+
+static void on_http_error(struct fanout_http_pub *p, int status, void *data)
+{
+	struct harness *h = data;
+
+	(void)p;
+	if (h->cfg->verbose)
+		fprintf(stderr, "bench_fanout: publisher connection: %s\n", uv_strerror(status));
+	h->pub.state = CONN_CLOSED;
+	if (h->phase == PH_TEARDOWN)
+		return;
+	fail(h, "publisher connection closed");
+	h->stop_publishing = true;
+}
+
+static const struct fanout_http_pub_cbs http_cbs = {
+	.on_connect = on_http_connect,
+	.on_reply = on_http_reply,
+	.on_error = on_http_error,
+};
+
+/* Connects the publisher over the broker's publish transport. */
+static int pub_start(struct harness *h)
+{
+	int rc;
+
+	if (h->cfg->ops->pub_transport == FANOUT_PUB_WEBSOCKET)
+		return conn_start(h, &h->pub, true);
+	h->pub.state = CONN_CONNECTING;
+	rc = fanout_http_pub_open(&h->http, &h->loop, h->cfg->host, h->cfg->port, &http_cbs, h);
+	if (rc < 0) {
+		h->pub.state = CONN_FAILED;
+		h->http = NULL;
+	}
+	return rc;
+}
+
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 		    void *in, size_t len)
 {
@@ -522,8 +639,8 @@ static void read_server(struct harness *h, struct fanout_proc_cpu *cpu, uint64_t
 {
 	if (!h->cfg->server_pid)
 		return;
-	if ((cpu && fanout_proc_cpu(h->cfg->server_pid, cpu) < 0) ||
-	    (rss && fanout_proc_rss(h->cfg->server_pid, rss) < 0)) {
+	if ((cpu && fanout_proc_tree_cpu(h->cfg->server_pid, cpu) < 0) ||
+	    (rss && fanout_proc_tree_rss(h->cfg->server_pid, rss) < 0)) {
 		h->res->have_server = false;
 		fail(h, "cannot read /proc of the server pid");
 	}
@@ -699,6 +816,10 @@ static void teardown(struct harness *h)
 	 * ends when they and our timers are closed. */
 	h->ctx = NULL;
 	lws_context_destroy(ctx);
+	if (h->http) {
+		fanout_http_pub_close(h->http);
+		h->http = NULL;
+	}
 	uv_close((uv_handle_t *)&h->pub_timer, NULL);
 	h->phase_start_ns = fanout_now_ns();
 	uv_unref((uv_handle_t *)&h->tick);
@@ -830,7 +951,7 @@ int fanout_run(const struct fanout_config *cfg, struct fanout_result *res)
 	if (rc < 0)
 		goto out_close_loop;
 	set_phase(h, PH_PUB_CONNECT);
-	rc = conn_start(h, &h->pub, true);
+	rc = pub_start(h);
 	if (rc < 0) {
 		fail(h, "publisher could not connect");
 		finish(h);

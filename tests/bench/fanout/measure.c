@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -215,6 +216,82 @@ int fanout_proc_rss(int pid, uint64_t *rss_bytes)
 	}
 	fclose(f);
 	return rc;
+}
+
+/* Children of `pid`: up to `cap` pids into `out`; returns how many. A
+ * process that ends during the scan is skipped. */
+static size_t children_of(int pid, int *out, size_t cap)
+{
+	struct dirent *d;
+	size_t n = 0;
+	DIR *dir = opendir("/proc");
+
+	if (!dir)
+		return 0;
+	while (n < cap && (d = readdir(dir)) != NULL) {
+		char path[64], line[128];
+		int child = atoi(d->d_name), ppid = -1;
+		FILE *f;
+
+		if (child <= 0 || child == pid)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/status", child);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		while (fgets(line, sizeof(line), f))
+			if (sscanf(line, "PPid: %d", &ppid) == 1)
+				break;
+		fclose(f);
+		if (ppid == pid)
+			out[n++] = child;
+	}
+	closedir(dir);
+	return n;
+}
+
+/* A broker's worker processes, at most (nginx: worker_processes + cache
+ * helpers). */
+#define TREE_MAX_CHILDREN 64
+
+int fanout_proc_tree_cpu(int pid, struct fanout_proc_cpu *out)
+{
+	int kids[TREE_MAX_CHILDREN];
+	size_t n;
+	int rc = fanout_proc_cpu(pid, out);
+
+	if (rc < 0)
+		return rc;
+	n = children_of(pid, kids, TREE_MAX_CHILDREN);
+	for (size_t i = 0; i < n; i++) {
+		struct fanout_proc_cpu c;
+
+		if (fanout_proc_cpu(kids[i], &c) < 0)
+			continue;
+		out->user_us += c.user_us;
+		out->sys_us += c.sys_us;
+		out->oncpu_ns += c.oncpu_ns;
+		out->runq_wait_ns += c.runq_wait_ns;
+	}
+	return 0;
+}
+
+int fanout_proc_tree_rss(int pid, uint64_t *rss_bytes)
+{
+	int kids[TREE_MAX_CHILDREN];
+	size_t n;
+	int rc = fanout_proc_rss(pid, rss_bytes);
+
+	if (rc < 0)
+		return rc;
+	n = children_of(pid, kids, TREE_MAX_CHILDREN);
+	for (size_t i = 0; i < n; i++) {
+		uint64_t r;
+
+		if (fanout_proc_rss(kids[i], &r) == 0)
+			*rss_bytes += r;
+	}
+	return 0;
 }
 
 void fanout_self_cpu(struct fanout_proc_cpu *out)
