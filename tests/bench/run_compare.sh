@@ -1,0 +1,377 @@
+#!/usr/bin/env bash
+# Fan-out comparison (issue 6): the same bench_fanout workloads against Tern
+# (`tern dev`), Mosquitto (MQTT 3.1.1 over WebSocket, QoS 0) and nginx+nchan
+# (WebSocket subscribers, HTTP POST publisher), in one run, each broker
+# started here on a free 127.0.0.1 port and stopped by its PID. Builds
+# nothing. Prints every bench_fanout figure, one table, and the ratios
+# Tern/peer; with --docs it also writes docs/bench-compare.md and
+# docs/bench-compare.png (gnuplot).
+#
+#   tests/bench/run_compare.sh [--build DIR] [--tern BIN] [--bench BIN]
+#                              [--brokers 'tern mosquitto nchan']
+#                              [--only REGEX] [--full] [--smoke] [--docs]
+#                              [--duration-ms T] [--keep]
+#
+#   --brokers LIST  which brokers, in this order (all three)
+#   --only REGEX    run only workloads whose name matches (grep -E)
+#   --full          add the 10 000-subscriber workloads
+#   --smoke         20 subscribers, a few messages: proves the plumbing
+#   --docs          write docs/bench-compare.md and docs/bench-compare.png
+#   --duration-ms T publish phase per run, at most (20000)
+#   --keep          keep the temporary dir (configs, logs, raw outputs)
+#
+# Needs: mosquitto, nginx-light (or any nginx) with libnginx-mod-nchan,
+# gnuplot-nox for --docs, curl, python3 (free ports).
+# Exit status: 0 when every run passed, 1 when one failed, 2 on bad usage.
+set -uo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+build="$repo/build"
+tern="" bench="" only="" smoke=0 keep=0 full=0 docs=0 duration_ms=20000
+brokers="tern mosquitto nchan"
+args_given="$*"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --build) build=$2; shift 2 ;;
+    --tern) tern=$2; shift 2 ;;
+    --bench) bench=$2; shift 2 ;;
+    --brokers) brokers=$2; shift 2 ;;
+    --only) only=$2; shift 2 ;;
+    --full) full=1; shift ;;
+    --smoke) smoke=1; shift ;;
+    --docs) docs=1; shift ;;
+    --duration-ms) duration_ms=$2; shift 2 ;;
+    --keep) keep=1; shift ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    *) echo "run_compare: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+if [ -z "$tern" ]; then
+  tern=$build/tern
+  [ -x "$tern" ] || tern=$build/cluster/tern
+fi
+bench=${bench:-$build/tests/bench/bench_fanout}
+nchan_module=/usr/lib/nginx/modules/ngx_nchan_module.so
+[ -x "$bench" ] || { echo "run_compare: no bench_fanout at $bench" >&2; exit 2; }
+for b in $brokers; do
+  case "$b" in
+    tern) [ -x "$tern" ] || { echo "run_compare: no tern binary at $tern" >&2; exit 2; } ;;
+    mosquitto) command -v mosquitto >/dev/null ||
+                 { echo "run_compare: mosquitto is not installed (apt-get install mosquitto)" >&2; exit 2; } ;;
+    nchan) command -v nginx >/dev/null && [ -f "$nchan_module" ] ||
+             { echo "run_compare: needs nginx and $nchan_module (apt-get install nginx-light libnginx-mod-nchan)" >&2; exit 2; } ;;
+    *) echo "run_compare: unknown broker $b" >&2; exit 2 ;;
+  esac
+done
+[ "$docs" = 1 ] && ! command -v gnuplot >/dev/null &&
+  { echo "run_compare: --docs needs gnuplot (apt-get install gnuplot-nox)" >&2; exit 2; }
+
+# Every broker and the harness hold one descriptor per subscriber.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+nofile=$(ulimit -n)
+
+# name subscribers mode messages rate burst
+if [ "$smoke" = 1 ]; then
+  workloads=(
+    "smoke-inflight1     20 inflight1  50    0    1"
+    "smoke-rate          20 rate       200   400  4"
+  )
+else
+  workloads=(
+    "n1000-inflight1   1000 inflight1  3000  0    1"
+    "n1000-rate        1000 rate      20000  1000 1"
+  )
+  [ "$full" = 1 ] && workloads+=(
+    "n10000-inflight1 10000 inflight1  400   0    1"
+    "n10000-rate100   10000 rate       2000  100  1"
+  )
+fi
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tern-bench-compare.XXXXXX")
+server_pid=""
+
+stop_server() {
+  [ -n "$server_pid" ] || return 0
+  kill -TERM "$server_pid" 2>/dev/null
+  for _ in $(seq 100); do
+    kill -0 "$server_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$server_pid" 2>/dev/null; then
+    echo "run_compare: server $server_pid ignored SIGTERM for 10 s, killing it" >&2
+    kill -KILL "$server_pid" 2>/dev/null
+  fi
+  wait "$server_pid" 2>/dev/null
+  server_pid=""
+}
+cleanup() {
+  stop_server
+  if [ "$keep" = 1 ]; then echo "run_compare: kept $tmp" >&2; else rm -rf "$tmp"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_port PORT LOG: 0 once something accepts on 127.0.0.1:PORT while the
+# server lives, 1 when it exits or 10 s pass.
+wait_port() {
+  for _ in $(seq 100); do
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+      echo "run_compare: the server exited at start:" >&2
+      tail -5 "$2" >&2
+      wait "$server_pid" 2>/dev/null
+      server_pid=""
+      return 1
+    fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "run_compare: nothing listens on $1 after 10 s" >&2
+  stop_server
+  return 1
+}
+
+start_tern() { # DIR
+  local dir=$1
+  mkdir -p "$dir/data"
+  printf 'session_queue_max_bytes 8388608\nheartbeat_ms 15000\n' >"$dir/tern.conf"
+  port=$(free_port)
+  "$tern" dev --listen "127.0.0.1:$port" --data "$dir/data" --config "$dir/tern.conf" \
+    >"$dir/server.log" 2>&1 &
+  server_pid=$!
+  wait_port "$port" "$dir/server.log"
+}
+
+# Mosquitto 2.0.x cannot start with only a WebSocket listener, and binds a
+# WebSocket listener to an interface, not an address (eclipse-mosquitto
+# issues 2284 and 3045): a plain MQTT listener on 127.0.0.1 that the
+# benchmark never uses comes first, and the WebSocket one is bound to `lo`.
+start_mosquitto() { # DIR
+  local dir=$1 mqtt_port
+  mkdir -p "$dir"
+  port=$(free_port)
+  mqtt_port=$(free_port)
+  cat >"$dir/mosquitto.conf" <<EOF
+per_listener_settings false
+allow_anonymous true
+persistence false
+max_queued_messages 100000
+max_inflight_messages 0
+max_connections -1
+set_tcp_nodelay true
+log_dest stderr
+log_type error
+log_type warning
+listener $mqtt_port 127.0.0.1
+listener $port lo
+protocol websockets
+EOF
+  mosquitto -c "$dir/mosquitto.conf" >"$dir/server.log" 2>&1 &
+  server_pid=$!
+  wait_port "$port" "$dir/server.log"
+}
+
+# One worker, so the whole broker is one process doing the work (the master
+# is idle but counted: bench_fanout sums a PID and its children).
+start_nchan() { # DIR
+  local dir=$1 conns=$(( nofile > 1024 ? nofile - 64 : 1024 ))
+  mkdir -p "$dir/logs"
+  port=$(free_port)
+  cat >"$dir/nginx.conf" <<EOF
+load_module $nchan_module;
+worker_processes 1;
+error_log $dir/error.log warn;
+events { worker_connections $conns; multi_accept on; }
+http {
+  access_log off;
+  client_body_temp_path $dir/body;
+  proxy_temp_path $dir/proxy;
+  fastcgi_temp_path $dir/fastcgi;
+  uwsgi_temp_path $dir/uwsgi;
+  scgi_temp_path $dir/scgi;
+  # One keep-alive publisher connection carries every publish of a run.
+  keepalive_requests 100000000;
+  keepalive_timeout 600s;
+  server {
+    listen 127.0.0.1:$port;
+    location ~ ^/sub/(.+)\$ { nchan_subscriber websocket; nchan_channel_id \$1; }
+    location ~ ^/pub/(.+)\$ { nchan_publisher; nchan_channel_id \$1; }
+  }
+}
+EOF
+  nginx -p "$dir" -c "$dir/nginx.conf" -g "daemon off; pid $dir/nginx.pid;" \
+    >"$dir/server.log" 2>&1 &
+  server_pid=$!
+  wait_port "$port" "$dir/error.log"
+}
+
+status=0
+rows=()
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+started_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+for w in "${workloads[@]}"; do
+  read -r name subs mode messages rate burst <<<"$w"
+  if [ -n "$only" ] && ! grep -Eq "$only" <<<"$name"; then continue; fi
+  for b in $brokers; do
+    dir="$tmp/$name-$b"
+    echo "workload=$name"
+    echo "broker=$b"
+    if ! "start_$b" "$dir"; then
+      status=1
+      rows+=("$name|$b|FAIL (server did not start)")
+      echo
+      continue
+    fi
+    args=(--broker "$b" --port "$port" --server-pid "$server_pid" --subscribers "$subs"
+          --mode "$mode" --messages "$messages" --duration-ms "$duration_ms" --label "$name"
+          --channel "bench-compare-$$")
+    [ "$mode" = rate ] && args+=(--rate "$rate" --burst "$burst")
+    out="$dir/bench.out"
+    # bench_fanout bounds itself; the outer timeout only guards against a bug.
+    timeout 180 "$bench" "${args[@]}" >"$out" 2>"$dir/bench.err"
+    rc=$?
+    grep -v '^workload=\|^broker=' "$out"
+    [ -s "$dir/bench.err" ] && sed 's/^/# /' "$dir/bench.err" | head -10
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+      echo "# the server died during the run"
+      rc=1
+    fi
+    stop_server
+    [ $rc -ne 0 ] && status=1
+    get() { sed -n "s/^$1=//p" "$out" | head -1; }
+    rows+=("$name|$b|$(get result)|$(get deliveries_per_s)|$(get lost)|$(get duplicated)|$(get reordered)|$(get latency_us_p50)|$(get latency_us_p99)|$(get latency_us_p999)|$(get broker_cpu_us_per_delivery)|$(get broker_oncpu_us_per_delivery)|$(get broker_rss_bytes_per_conn)|$(get publish_rate_per_s)|$(get broker_runq_wait_ms)")
+    echo
+  done
+done
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+
+header="workload|broker|result|deliv/s|lost|dup|reord|p50_us|p99_us|p999_us|cpu_us/deliv|oncpu_us/deliv|rss_B/conn|pub/s|runq_ms"
+table() { { echo "$header"; for r in "${rows[@]}"; do echo "$r"; done; } }
+echo "summary (load at start: $load_start, at end: $load_end, on $(nproc) cores)"
+table | column -t -s '|'
+
+# Ratios Tern/peer from this run: CPU per delivery, RSS per connection, p99.
+ratio_rows() {
+  local n p col
+  for w in "${workloads[@]}"; do
+    read -r n _ <<<"$w"
+    for p in $brokers; do
+      [ "$p" = tern ] && continue
+      line="$n|tern/$p"
+      for col in 11 13 9; do
+        line+="|$(table | awk -F'|' -v w="$n" -v p="$p" -v c="$col" '
+          $1 == w && $2 == "tern" { t = $c } $1 == w && $2 == p { q = $c }
+          END { if (t != "" && q != "" && q + 0 > 0) printf "%.2f", t / q; else print "-" }')"
+      done
+      echo "$line"
+    done
+  done
+}
+echo
+echo "ratios Tern/peer (below 1: Tern spends less)"
+{ echo "workload|ratio|cpu_us/deliv|rss_B/conn|p99_us"; ratio_rows; } | column -t -s '|'
+
+if [ "$docs" = 1 ]; then
+  md="$repo/docs/bench-compare.md" png="$repo/docs/bench-compare.png"
+  dat="$tmp/plot.dat"
+  # One row per workload, per broker: CPU µs/delivery, RSS KiB/conn, p99 ms.
+  {
+    printf 'workload'
+    for b in $brokers; do printf ' %s_cpu %s_rss %s_p99' "$b" "$b" "$b"; done
+    echo
+    for w in "${workloads[@]}"; do
+      read -r n _ <<<"$w"
+      [ -n "$only" ] && ! grep -Eq "$only" <<<"$n" && continue
+      printf '%s' "$n"
+      for b in $brokers; do
+        table | awk -F'|' -v w="$n" -v b="$b" '$1 == w && $2 == b {
+          printf " %s %.3f %.3f", ($11 == "" ? "0" : $11), $13 / 1024, $9 / 1000; f = 1 }
+          END { if (!f) printf " 0 0 0" }'
+      done
+      echo
+    done
+  } >"$dat"
+  nb=$(wc -w <<<"$brokers")
+  {
+    echo "set terminal pngcairo size 1200,420 font ',10'"
+    echo "set output '$png'"
+    echo "set style data histogram; set style histogram clustered gap 1"
+    echo "set style fill solid 0.8 border -1; set boxwidth 0.9"
+    echo "set key top left; set grid ytics; set yrange [0:*]"
+    echo "set multiplot layout 1,3 title 'Fan-out: Tern vs peers ($(nproc) cores, load $load_start .. $load_end, $started_at)'"
+    for m in "1:broker CPU µs per delivery" "2:broker RSS KiB per idle connection" "3:p99 latency ms"; do
+      i=${m%%:*} t=${m#*:}
+      echo "set title '$t'"
+      printf "plot "
+      for k in $(seq 0 $((nb - 1))); do
+        b=$(awk -v k=$((k + 1)) '{ print $k }' <<<"$brokers")
+        [ "$k" -gt 0 ] && printf ", "
+        printf "'%s' using %d:xtic(1) title '%s'" "$dat" $((2 + k * 3 + i - 1)) "$b"
+      done
+      echo
+    done
+    echo "unset multiplot"
+  } >"$tmp/plot.gp"
+  gnuplot "$tmp/plot.gp" || echo "run_compare: gnuplot failed" >&2
+  {
+    echo "# Fan-out comparison: Tern, Mosquitto, nginx+nchan"
+    echo
+    echo "Written by \`tests/bench/run_compare.sh ${args_given}\` (issue 6); the plot"
+    echo "is [bench-compare.png](bench-compare.png). Every figure below comes from one"
+    echo "run of that command; rerun it to regenerate both files."
+    echo
+    echo "- run: $started_at, commit $(git -C "$repo" rev-parse --short HEAD)"
+    echo "- machine: $(nproc) cores ($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)), load average $load_start at start, $load_end at end"
+    echo "- brokers: tern dev; $(mosquitto -h 2>/dev/null | head -1 || true); $(nginx -v 2>&1) with nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null)"
+    echo "- harness: bench_fanout (docs/bench-fanout.md), one libuv loop, libwebsockets clients, 64-byte messages"
+    echo
+    echo "| $(sed 's/|/ | /g' <<<"$header") |"
+    echo "|$(sed 's/[^|]*/---/g' <<<"$header")|"
+    for r in "${rows[@]}"; do echo "| $(sed 's/|/ | /g' <<<"$r") |"; done
+    echo
+    echo "Ratios Tern/peer from the same run (below 1: Tern spends less):"
+    echo
+    echo "| workload | ratio | cpu_us/deliv | rss_B/conn | p99_us |"
+    echo "|---|---|---|---|---|"
+    ratio_rows | sed 's/|/ | /g; s/^/| /; s/$/ |/'
+    echo
+    cat <<'EOF'
+## How to read it
+
+- Same harness, same workloads, brokers one after the other per workload on the
+  same machine in the same run: one publisher and N WebSocket subscribers on one
+  channel, every delivery checked (`lost`, `dup`, `reord` from the harness's
+  message index in the payload; Tern's channel seq is checked too). Columns are
+  bench_fanout's figures (docs/bench-fanout.md): `cpu_us/deliv` is the broker's
+  utime+stime (`/proc/PID/stat`, 10 ms ticks) from the first publish to the end
+  of the drain over deliveries, `oncpu_us/deliv` the same from schedstat (ns);
+  `rss_B/conn` is the VmRSS growth over the subscribers' connect and an idle
+  settle, per subscriber. For nginx both are summed over the master and its
+  worker.
+- Tern: `tern dev` (`session_queue_max_bytes 8388608`, `heartbeat_ms 15000`),
+  JSON over WebSocket; every publish gets an `ok` after it is stored.
+  Mosquitto: MQTT 3.1.1 over WebSocket, QoS 0 both ways, no persistence,
+  `max_queued_messages 100000`, `set_tcp_nodelay true`; a QoS 0 publish has no
+  reply, so the publisher counts it acknowledged when written. Mosquitto 2.0.x
+  needs a plain MQTT listener beside the WebSocket one (unused) and binds the
+  WebSocket listener to the interface `lo`. nginx+nchan: one worker, WebSocket
+  subscribers on `/sub/CHANNEL`, publishes as HTTP POST to `/pub/CHANNEL`,
+  pipelined on one keep-alive connection, the 201 being the publish's `ok`.
+- "64-byte messages" is the size as each broker counts it: Tern's JSON string
+  value holds 62 payload bytes (its 2 quotes count), the peers carry 64.
+- `n1000-inflight1`: the next message is published once every subscriber has the
+  last one (round-trip bound; CPU per delivery is the headline). `n1000-rate`:
+  1 000 messages/s for 20 s (p99 latency is the headline; a broker that cannot
+  carry the rate shows a lower `pub/s`).
+- The machine is shared and has 2 cores: the harness (one core at most) runs
+  beside the broker, and the load average above says how much else ran. Ratios
+  from one run are comparable with each other; absolute figures move with load
+  (`runq_ms` is the time the broker waited for a CPU).
+EOF
+  } >"$md"
+  echo "run_compare: wrote $md and $png"
+fi
+exit $status
