@@ -5,9 +5,7 @@ pattern and matches any rest (`:` included), a pattern without `*` matches one
 name; the copy's delivery carries the original's channel, name and id;
 an idempotent re-publish makes no second copy; `bind` replaces the list."""
 
-import asyncio
 import base64
-import time
 
 import ternlib as T
 from ternlib import check, check_eq

@@ -7,7 +7,6 @@ delivery ids are stale afterwards."""
 
 import asyncio
 import random
-import signal
 import time
 
 import ternlib as T
@@ -181,6 +180,7 @@ async def test_sigkill_keeps_unacked_deliveries():
         c = await Q.connect(s)
         await c.consume(q, prefetch=5)
         held = await c.deliveries(q, 5)
+        check_eq([f["data"] for f in held], list(range(5)), "held over WebSocket")
         pulled = Q.pull(s, q, max_n=5)
         check_eq([d["data"] for d in pulled], list(range(5, 10)), "pulled over REST")
         s.kill()

@@ -5,7 +5,6 @@ fields (40000), prefetch outside 1-1000 (40000), messages over the size limit
 error has the contract's shape, carries the ref, keeps the connection open
 and leaves other clients alone."""
 
-import asyncio
 import base64
 import time
 

@@ -10,9 +10,8 @@ import json
 import time
 
 import ternlib as T
-from ternlib import check, check_eq, quote
+from ternlib import check, check_eq
 import queuelib as Q
-from queuelib import check_delivery
 
 SHARED = T.Shared()
 

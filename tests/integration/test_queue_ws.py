@@ -7,7 +7,6 @@ ops, queue info counts (ready, unacked, consumers) and queues made on first use.
 
 import asyncio
 import base64
-import time
 
 import ternlib as T
 from ternlib import check, check_eq
