@@ -77,7 +77,8 @@ async def test_bad_queue_names():
     c = await Q.connect(s)
     stamp = str(time.time_ns())
     bad = ["", "$reserved", "has space", "tab\tq", "nl\nq", "nbsp\u00a0q", "zwsp\u200bq", "ctl\x01q",
-           "x" * 251, "é" * 126]
+           "x" * 251, "é" * 126, "ls\u2028q", "bom\ufeffq", "shy\u00adq", "mvs\u180eq", "del\x7fq",
+           "ideo\u3000q", "c1\x85q"]
     for name in bad:
         for op, extra in (("enqueue", {"data": 1}), ("consume", {}), ("ack", {"delivery_id": "x"}),
                           ("nack", {"delivery_id": "x"}), ("cancel", {})):
