@@ -3,6 +3,7 @@
  * (heartbeats, shutdown grace), metrics and graceful shutdown. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <openssl/rand.h>
 #include <stdio.h>
@@ -118,6 +119,38 @@ void edge_shutdown(struct edge *e, void (*done)(void *arg), void *arg)
 	uv_timer_start(&e->tick, on_tick, 50, 50);
 }
 
+/* A listen host may be a name ("localhost"): resolved once at start (the loop
+ * is not running yet, so a blocking lookup harms nobody), IPv4 first. */
+static int resolve_host(char *host, size_t len, char *why, size_t why_len)
+{
+	struct in6_addr a6;
+	struct in_addr a4;
+	if (inet_pton(AF_INET, host, &a4) == 1 || inet_pton(AF_INET6, host, &a6) == 1)
+		return 0;
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG}, *res, *ai;
+	int rc = getaddrinfo(host, NULL, &hints, &res);
+	if (rc != 0) {
+		snprintf(why, why_len, "cannot listen on %s: %s", host, gai_strerror(rc));
+		return TERN_EBADREQ;
+	}
+	const struct addrinfo *pick = NULL;
+	for (ai = res; ai; ai = ai->ai_next)
+		if (!pick || (ai->ai_family == AF_INET && pick->ai_family != AF_INET))
+			pick = ai;
+	char buf[INET6_ADDRSTRLEN] = "";
+	if (pick && pick->ai_family == AF_INET)
+		inet_ntop(AF_INET, &((struct sockaddr_in *)pick->ai_addr)->sin_addr, buf, sizeof(buf));
+	else if (pick)
+		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)pick->ai_addr)->sin6_addr, buf, sizeof(buf));
+	freeaddrinfo(res);
+	if (!buf[0] || strlen(buf) >= len) {
+		snprintf(why, why_len, "cannot listen on %s: no usable address", host);
+		return TERN_EBADREQ;
+	}
+	memcpy(host, buf, strlen(buf) + 1);
+	return 0;
+}
+
 /* lws reports a failed bind without saying why; binding once ourselves gives
  * the user the real reason ("Address already in use") before lws tries. */
 static int probe_listen(const char *host, int port, char *why, size_t why_len)
@@ -171,7 +204,9 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 		snprintf(why, why_len, "bad listen address '%s'", ec->cfg->listen);
 		return TERN_EBADREQ;
 	}
-	int rc = probe_listen(host, port, why, why_len);
+	int rc = resolve_host(host, sizeof(host), why, why_len);
+	if (rc == 0)
+		rc = probe_listen(host, port, why, why_len);
 	if (rc != 0)
 		return rc;
 	struct edge *e = calloc(1, sizeof(*e));

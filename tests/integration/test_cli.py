@@ -115,6 +115,24 @@ def test_busy_port_one_line():
         holder.close()
 
 
+def test_listen_on_a_host_name():
+    """--listen takes a name as users type it (localhost:PORT); a name that does
+    not resolve fails with one line."""
+    port = T.free_port()
+    s = T.Server(extra_args=["--listen", "localhost:%d" % port], port=port).start()
+    try:
+        status, _, body = s.http("GET", "/healthz")
+        check_eq((status, body), (200, {"status": "ok"}), "healthz on localhost:PORT")
+        s.stop()
+    finally:
+        s.cleanup()
+    tmp = T.tmpdir("tern-it-name-")
+    p = tern("dev", "--listen", "no-such-host.invalid:%d" % T.free_port(), "--data",
+             os.path.join(tmp, "d"), timeout=60)
+    line = check_one_line_failure(p, "unresolvable listen host")
+    check("no-such-host.invalid" in line, "the line names the host", line)
+
+
 def test_unusable_data_dir_one_line():
     tmp = T.tmpdir("tern-it-data-")
     a_file = os.path.join(tmp, "file")
