@@ -24,6 +24,8 @@ static void usage(FILE *to)
 		"  --broker NAME          broker operations table: tern, mosquitto, nchan (tern)\n"
 		"  --host ADDR            numeric IPv4 address (127.0.0.1)\n"
 		"  --channel NAME         channel (bench:fanout:PID)\n"
+		"  --channels K           K channels NAME-0..NAME-K-1: subscriber i on i %% K,\n"
+		"                         message i published on i %% K (1)\n"
 		"  --subscribers N        WebSocket subscribers (1000)\n"
 		"  --mode inflight1|rate  one message in flight, or a fixed rate (inflight1)\n"
 		"  --messages M           messages to publish, at most (1000)\n"
@@ -32,7 +34,7 @@ static void usage(FILE *to)
 		"  --window W             publishes awaiting their OK, at most (1000)\n"
 		"  --backlog B            rate mode: messages not yet everywhere, at most\n"
 		"                         (rate / 2, at most 200000 / subscribers, at least 2 bursts)\n"
-		"  --bytes S              message size as the broker counts it, 34-3000 (64)\n"
+		"  --bytes S              message size as the broker counts it, 34-4096 (64)\n"
 		"  --duration-ms T        publish phase, at most (20000)\n"
 		"  --connect-rate C       new connections per second (5000)\n"
 		"  --connect-concurrency K  handshakes under way, at most (256)\n"
@@ -79,9 +81,9 @@ static void report(const struct fanout_config *cfg, const struct fanout_result *
 	printf("bench=fanout\n");
 	if (label)
 		printf("workload=%s\n", label);
-	printf("broker=%s\nmode=%s\nsubscribers=%u\nmsg_bytes=%u\n", cfg->ops->name,
-	       cfg->mode == FANOUT_MODE_RATE ? "rate" : "inflight1", cfg->subscribers,
-	       cfg->msg_bytes);
+	printf("broker=%s\nmode=%s\nsubscribers=%u\nchannels=%u\nmsg_bytes=%u\n",
+	       cfg->ops->name, cfg->mode == FANOUT_MODE_RATE ? "rate" : "inflight1",
+	       cfg->subscribers, cfg->channels > 1 ? cfg->channels : 1, cfg->msg_bytes);
 	if (cfg->mode == FANOUT_MODE_RATE)
 		printf("rate_target_per_s=%.0f\nburst=%u\n", cfg->rate, cfg->burst);
 	printf("result=%s\n", r->pass ? "PASS" : "FAIL");
@@ -137,7 +139,7 @@ static void report(const struct fanout_config *cfg, const struct fanout_result *
 }
 
 enum {
-	OPT_BROKER = 256, OPT_HOST, OPT_PORT, OPT_CHANNEL, OPT_SUBS, OPT_MODE, OPT_MESSAGES,
+	OPT_BROKER = 256, OPT_HOST, OPT_PORT, OPT_CHANNEL, OPT_CHANNELS, OPT_SUBS, OPT_MODE, OPT_MESSAGES,
 	OPT_RATE, OPT_BURST, OPT_WINDOW, OPT_BACKLOG, OPT_BYTES, OPT_DURATION, OPT_CRATE,
 	OPT_CCONC, OPT_CTIMEOUT, OPT_SETTLE, OPT_DRAIN, OPT_DMAX, OPT_MTIMEOUT, OPT_PID, OPT_LABEL,
 	OPT_VERBOSE, OPT_FLOOR, OPT_FLOOR_BYTES, OPT_HELP,
@@ -148,6 +150,7 @@ static const struct option options[] = {
 	{ "host", required_argument, NULL, OPT_HOST },
 	{ "port", required_argument, NULL, OPT_PORT },
 	{ "channel", required_argument, NULL, OPT_CHANNEL },
+	{ "channels", required_argument, NULL, OPT_CHANNELS },
 	{ "subscribers", required_argument, NULL, OPT_SUBS },
 	{ "mode", required_argument, NULL, OPT_MODE },
 	{ "messages", required_argument, NULL, OPT_MESSAGES },
@@ -208,6 +211,7 @@ static int parse_args(int argc, char **argv, struct fanout_config *cfg, const ch
 		case OPT_HOST: cfg->host = a; break;
 		case OPT_PORT: bad = num(a, 1, 65535, &v); cfg->port = (int)v; break;
 		case OPT_CHANNEL: cfg->channel = a; bad = !channel_ok(a); break;
+		case OPT_CHANNELS: bad = num(a, 1, 60000, &v); cfg->channels = (uint32_t)v; break;
 		case OPT_SUBS: bad = num(a, 1, 60000, &v); cfg->subscribers = (uint32_t)v; break;
 		case OPT_MODE:
 			bad = strcmp(a, "inflight1") && strcmp(a, "rate");
@@ -218,7 +222,7 @@ static int parse_args(int argc, char **argv, struct fanout_config *cfg, const ch
 		case OPT_BURST: bad = num(a, 1, 100000, &v); cfg->burst = (uint32_t)v; break;
 		case OPT_WINDOW: bad = num(a, 1, 1e6, &v); cfg->window = (uint32_t)v; break;
 		case OPT_BACKLOG: bad = num(a, 1, 1e7, &v); cfg->backlog_max = (uint64_t)v; break;
-		case OPT_BYTES: bad = num(a, 34, 3000, &v); cfg->msg_bytes = (uint32_t)v; break;
+		case OPT_BYTES: bad = num(a, 34, 4096, &v); cfg->msg_bytes = (uint32_t)v; break;
 		case OPT_DURATION: bad = num(a, 1, 3.6e6, &v); cfg->duration_ms = (uint32_t)v; break;
 		case OPT_CRATE: bad = num(a, 1, 1e6, &v); cfg->connect_rate = (uint32_t)v; break;
 		case OPT_CCONC: bad = num(a, 1, 60000, &v); cfg->connect_concurrency = (uint32_t)v; break;
@@ -310,7 +314,8 @@ int main(int argc, char **argv)
 		/* Half a second of the rate, but at most 200 000 deliveries
 		 * outstanding, so that the drain after an overload takes a few
 		 * seconds, not minutes; never under two bursts. */
-		double b = cfg.rate / 2, cap = 200000.0 / cfg.subscribers;
+		double per_msg = (double)cfg.subscribers / (cfg.channels > 1 ? cfg.channels : 1);
+		double b = cfg.rate / 2, cap = 200000.0 / (per_msg >= 1 ? per_msg : 1);
 
 		b = b < cap ? b : cap;
 		b = b > 2.0 * cfg.burst ? b : 2.0 * cfg.burst;

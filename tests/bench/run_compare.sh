@@ -14,7 +14,8 @@
 #
 #   --brokers LIST  which brokers, in this order (all three)
 #   --only REGEX    run only workloads whose name matches (grep -E)
-#   --full          add the 10 000-subscriber workloads
+#   --full          add 4 KiB messages, 10 000 subscribers, and 1 000 channels
+#                   x 10 subscribers
 #   --smoke         20 subscribers, a few messages: proves the plumbing
 #   --docs          write docs/bench-compare.md and docs/bench-compare.png
 #   --duration-ms T publish phase per run, at most (20000)
@@ -70,20 +71,25 @@ done
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 nofile=$(ulimit -n)
 
-# name subscribers mode messages rate burst
+# name subscribers channels mode messages rate burst bytes. With K channels,
+# subscriber i listens on channel i % K and message i goes to channel i % K.
 if [ "$smoke" = 1 ]; then
   workloads=(
-    "smoke-inflight1     20 inflight1  50    0    1"
-    "smoke-rate          20 rate       200   400  4"
+    "smoke-inflight1     20    1 inflight1  50    0    1 64"
+    "smoke-rate          20    1 rate       200   400  4 64"
+    "smoke-channels-4k   20    5 rate       200   400  4 4096"
   )
 else
   workloads=(
-    "n1000-inflight1   1000 inflight1  3000  0    1"
-    "n1000-rate        1000 rate      20000  1000 1"
+    "n1000-inflight1     1000    1 inflight1  3000  0    1 64"
+    "n1000-rate          1000    1 rate      20000  1000 1 64"
   )
   [ "$full" = 1 ] && workloads+=(
-    "n10000-inflight1 10000 inflight1  400   0    1"
-    "n10000-rate100   10000 rate       2000  100  1"
+    "n1000-inflight1-4k  1000    1 inflight1  3000  0    1 4096"
+    "n1000-rate-4k       1000    1 rate      20000  1000 1 4096"
+    "n10000-inflight1   10000    1 inflight1  400   0    1 64"
+    "n10000-rate100     10000    1 rate       2000  100  1 64"
+    "c1000x10-rate      10000 1000 rate      20000  1000 1 64"
   )
 fi
 
@@ -213,7 +219,7 @@ rows=()
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 started_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 for w in "${workloads[@]}"; do
-  read -r name subs mode messages rate burst <<<"$w"
+  read -r name subs channels mode messages rate burst bytes <<<"$w"
   if [ -n "$only" ] && ! grep -Eq "$only" <<<"$name"; then continue; fi
   for b in $brokers; do
     dir="$tmp/$name-$b"
@@ -227,7 +233,7 @@ for w in "${workloads[@]}"; do
     fi
     args=(--broker "$b" --port "$port" --server-pid "$server_pid" --subscribers "$subs"
           --mode "$mode" --messages "$messages" --duration-ms "$duration_ms" --label "$name"
-          --channel "bench-compare-$$")
+          --channel "bench-compare-$$" --channels "$channels" --bytes "$bytes")
     [ "$mode" = rate ] && args+=(--rate "$rate" --burst "$burst")
     out="$dir/bench.out"
     # bench_fanout bounds itself; the outer timeout only guards against a bug.
@@ -279,8 +285,8 @@ if [ "$docs" = 1 ]; then
   dat="$tmp/plot.dat"
   # One row per workload, per broker: CPU µs/delivery, RSS KiB/conn, p99 ms.
   {
-    printf 'workload'
-    for b in $brokers; do printf ' %s_cpu %s_rss %s_p99' "$b" "$b" "$b"; done
+    printf '# workload'
+    for b in $brokers; do printf ' %s_cpu %s_rss %s_p99 %s_pubs' "$b" "$b" "$b" "$b"; done
     echo
     for w in "${workloads[@]}"; do
       read -r n _ <<<"$w"
@@ -288,28 +294,32 @@ if [ "$docs" = 1 ]; then
       printf '%s' "$n"
       for b in $brokers; do
         table | awk -F'|' -v w="$n" -v b="$b" '$1 == w && $2 == b {
-          printf " %s %.3f %.3f", ($11 == "" ? "0" : $11), $13 / 1024, $9 / 1000; f = 1 }
-          END { if (!f) printf " 0 0 0" }'
+          printf " %s %.3f %.3f %s", ($11 == "" ? "0" : $11), $13 / 1024, $9 / 1000,
+                 ($14 == "" ? "0" : $14); f = 1 }
+          END { if (!f) printf " 0 0 0 0" }'
       done
       echo
     done
   } >"$dat"
   nb=$(wc -w <<<"$brokers")
   {
-    echo "set terminal pngcairo size 1200,420 font ',10'"
+    echo "set terminal pngcairo size 1600,480 font ',10'"
     echo "set output '$png'"
     echo "set style data histogram; set style histogram clustered gap 1"
     echo "set style fill solid 0.8 border -1; set boxwidth 0.9"
-    echo "set key top left; set grid ytics; set yrange [0:*]"
-    echo "set multiplot layout 1,3 title 'Fan-out: Tern vs peers ($(nproc) cores, load $load_start .. $load_end, $started_at)'"
-    for m in "1:broker CPU µs per delivery" "2:broker RSS KiB per idle connection" "3:p99 latency ms"; do
+    echo "set key top left; set grid ytics; set xtics rotate by -30 nomirror"
+    echo "set bmargin 6"
+    echo "set multiplot layout 1,4 title 'Fan-out: Tern vs peers ($(nproc) cores, load $load_start .. $load_end, $started_at)'"
+    for m in "1:broker CPU µs per delivery" "2:broker RSS KiB per idle connection" \
+             "3:p99 latency ms (log)" "4:messages published per s (log)"; do
       i=${m%%:*} t=${m#*:}
       echo "set title '$t'"
+      if [ "$i" -ge 3 ]; then echo "set logscale y; set yrange [*:*]"; else echo "unset logscale y; set yrange [0:*]"; fi
       printf "plot "
       for k in $(seq 0 $((nb - 1))); do
         b=$(awk -v k=$((k + 1)) '{ print $k }' <<<"$brokers")
         [ "$k" -gt 0 ] && printf ", "
-        printf "'%s' using %d:xtic(1) title '%s'" "$dat" $((2 + k * 3 + i - 1)) "$b"
+        printf "'%s' using %d:xtic(1) title '%s'" "$dat" $((2 + k * 4 + i - 1)) "$b"
       done
       echo
     done

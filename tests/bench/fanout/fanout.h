@@ -175,6 +175,9 @@ struct fanout_config {
 	const char *host;             /* numeric IPv4 address */
 	int port;
 	const char *channel;          /* [A-Za-z0-9:._-], fresh per run */
+	uint32_t channels;            /* 0 or 1: all on `channel`; more: channel
+					 "CHANNEL-k", subscriber i on k = i % channels,
+					 message i published on k = i % channels */
 	uint32_t subscribers;
 	enum fanout_mode mode;
 	uint64_t messages;            /* published at most */
@@ -206,7 +209,7 @@ struct fanout_result {
 	uint64_t published;         /* publish frames sent */
 	uint64_t acked;             /* OKs to them */
 	uint64_t publish_errors;    /* error replies to them */
-	uint64_t expected;          /* published x subscribed */
+	uint64_t expected;          /* published x subscribed on its channel */
 	uint64_t deliveries;        /* distinct (subscriber, message) deliveries */
 	uint64_t lost;              /* expected - deliveries */
 	uint64_t duplicated;        /* deliveries of a message already seen */

@@ -26,8 +26,9 @@
 /* A frame larger than this is a protocol error for the benchmark: ours are
  * under 1 KiB, and reassembly must not grow without bound. */
 #define FRAME_MAX_BYTES 65536
-/* Room for one publish or subscribe frame after LWS_PRE. */
-#define OUT_FRAME_BYTES 4096
+/* Room for one publish or subscribe frame after LWS_PRE: a 4 KiB message
+ * with its JSON or HTTP framing. */
+#define OUT_FRAME_BYTES 8192
 /* The subscribe frame's ref; publishes use index + PUB_REF_BASE. */
 #define SUB_REF 1
 #define PUB_REF_BASE 1
@@ -90,6 +91,8 @@ struct harness {
 	struct fanout_http_pub *http; /* FANOUT_PUB_HTTP_POST: the publisher */
 	uint64_t http_replies;   /* replies so far: the next is for this index */
 	uint32_t started, connecting, subs_live;
+	uint32_t nchan;          /* channels: cfg->channels, at least 1 */
+	uint32_t *chan_live;     /* per channel: subscribers live on it */
 	uint64_t connect_start_ns, last_sub_ok_ns;
 
 	uint8_t *seen;           /* N x seen_stride bits-as-bytes bitmap */
@@ -111,6 +114,33 @@ struct harness {
 };
 
 static uint64_t ms_to_ns(uint64_t ms) { return ms * 1000000ull; }
+
+/* Subscriber `id` is on channel id % nchan, message `index` goes to channel
+ * index % nchan: with one channel, both are 0. */
+static uint32_t chan_of(const struct harness *h, uint64_t n)
+{
+	return (uint32_t)(n % h->nchan);
+}
+
+/* Name of channel `k` into `buf`: cfg->channel itself with one channel,
+ * else cfg->channel + "-" + k. */
+static const char *chan_name(const struct harness *h, uint32_t k, char *buf, size_t cap)
+{
+	if (h->nchan == 1)
+		return h->cfg->channel;
+	snprintf(buf, cap, "%s-%u", h->cfg->channel, k);
+	return buf;
+}
+
+/* A subscriber got its subscribe OK (or its handshake, for nchan). */
+static void sub_live(struct harness *h, struct conn *c, uint64_t now)
+{
+	c->state = CONN_READY;
+	c->subscribed = true;
+	h->subs_live++;
+	h->chan_live[chan_of(h, c->id)]++;
+	h->last_sub_ok_ns = now;
+}
 
 static void fail(struct harness *h, const char *why)
 {
@@ -141,10 +171,11 @@ static const lws_retry_bo_t no_validity = {
 static int conn_start(struct harness *h, struct conn *c, bool publisher)
 {
 	struct lws_client_connect_info ci;
-	char path[512], host[64];
+	char path[512], host[64], name[256];
 	const struct fanout_broker_ops *ops = h->cfg->ops;
 	int n = publisher ? ops->pub_path(path, sizeof(path), h->cfg->channel)
-			  : ops->sub_path(path, sizeof(path), h->cfg->channel);
+			  : ops->sub_path(path, sizeof(path),
+					  chan_name(h, chan_of(h, c->id), name, sizeof(name)));
 
 	if (n < 0)
 		return -EINVAL;
@@ -207,7 +238,10 @@ static int sub_writeable(struct harness *h, struct conn *c)
 		n = ops->hello(out, OUT_FRAME_BYTES, c->id);
 	} else if (c->need_subscribe) {
 		c->need_subscribe = false;
-		n = ops->subscribe(out, OUT_FRAME_BYTES, h->cfg->channel, SUB_REF);
+		char name[256];
+
+		n = ops->subscribe(out, OUT_FRAME_BYTES,
+				   chan_name(h, chan_of(h, c->id), name, sizeof(name)), SUB_REF);
 	} else {
 		return 0;
 	}
@@ -263,10 +297,12 @@ static int pub_writeable(struct harness *h)
 		return sub_writeable(h, c);
 	while (pub_may_send(h)) {
 		uint64_t i = h->next_index, now = fanout_now_ns();
+		char name[256];
 		int n;
 
 		fanout_payload_make(h->payload, h->payload_len, i, now);
-		n = ops->publish(out, OUT_FRAME_BYTES, h->cfg->channel, i + PUB_REF_BASE,
+		n = ops->publish(out, OUT_FRAME_BYTES,
+				 chan_name(h, chan_of(h, i), name, sizeof(name)), i + PUB_REF_BASE,
 				 h->payload, h->payload_len);
 		if (n <= 0)
 			return -1;
@@ -290,10 +326,13 @@ static void pub_http_send(struct harness *h)
 
 	while (pub_may_send(h) && !fanout_http_pub_choked(h->http)) {
 		uint64_t i = h->next_index, now = fanout_now_ns();
+		char name[256];
 		int n, rc;
 
 		fanout_payload_make(h->payload, h->payload_len, i, now);
-		n = h->cfg->ops->publish(out, sizeof(out), h->cfg->channel, i + PUB_REF_BASE,
+		n = h->cfg->ops->publish(out, sizeof(out),
+					 chan_name(h, chan_of(h, i), name, sizeof(name)),
+					 i + PUB_REF_BASE,
 					 h->payload, h->payload_len);
 		rc = n > 0 ? fanout_http_pub_send(h->http, out, (size_t)n) : -EINVAL;
 		if (rc == -EAGAIN)
@@ -323,7 +362,8 @@ static void pub_kick(struct harness *h)
  * live subscriber and was acknowledged. RATE: only tracks completeness. */
 static void advance_complete(struct harness *h)
 {
-	while (h->complete < h->next_index && h->delivered[h->complete] >= h->subs_live &&
+	while (h->complete < h->next_index &&
+	       h->delivered[h->complete] >= h->chan_live[chan_of(h, h->complete)] &&
 	       h->msg_seq[h->complete] != 0)
 		h->complete++;
 	if (h->cfg->mode == FANOUT_MODE_INFLIGHT1 && h->phase == PH_PUBLISH &&
@@ -425,11 +465,8 @@ static void on_frame(struct harness *h, struct conn *c, const char *frame, size_
 	} else if (c == &h->pub && (f.kind == FANOUT_FRAME_OK || f.kind == FANOUT_FRAME_ERROR)) {
 		on_pub_reply(h, &f, frame, len, now);
 	} else if (f.kind == FANOUT_FRAME_OK && f.ref == SUB_REF && c->state == CONN_OPEN) {
-		c->state = CONN_READY;
-		c->subscribed = true;
 		c->next_seq = f.seq + 1;
-		h->subs_live++;
-		h->last_sub_ok_ns = now;
+		sub_live(h, c, now);
 	} else if (f.kind == FANOUT_FRAME_ERROR) {
 		res->errors++;
 		if (res->errors <= 3)
@@ -495,6 +532,7 @@ static void on_gone(struct harness *h, struct conn *c, bool failed)
 		h->res->slow_consumer++;
 	if (was == CONN_READY) {
 		h->subs_live--;
+		h->chan_live[chan_of(h, c->id)]--;
 		advance_complete(h);
 	}
 }
@@ -598,11 +636,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 			if (h->cfg->ops->subscribe(probe, sizeof(probe), h->cfg->channel,
 						   SUB_REF) == 0) {
 				c->need_subscribe = false;
-				c->state = CONN_READY;
-				c->subscribed = true;
 				c->next_seq = 1;
-				h->subs_live++;
-				h->last_sub_ok_ns = fanout_now_ns();
+				sub_live(h, c, fanout_now_ns());
 			}
 		}
 		if (c->need_hello || c->need_subscribe)
@@ -836,6 +871,8 @@ static int alloc_state(struct harness *h)
 	seen_bytes = (uint64_t)h->seen_stride * cfg->subscribers;
 	if (seen_bytes > SEEN_MAX_BYTES)
 		return -E2BIG;
+	h->nchan = cfg->channels > 1 ? cfg->channels : 1;
+	h->chan_live = calloc(h->nchan, sizeof(*h->chan_live));
 	h->subs = calloc(cfg->subscribers ? cfg->subscribers : 1, sizeof(*h->subs));
 	h->seen = calloc(seen_bytes ? seen_bytes : 1, 1);
 	h->delivered = calloc(cfg->messages, sizeof(*h->delivered));
@@ -843,7 +880,7 @@ static int alloc_state(struct harness *h)
 	h->sent_ns = calloc(cfg->messages, sizeof(*h->sent_ns));
 	h->payload_len = cfg->msg_bytes - cfg->ops->data_overhead;
 	h->payload = malloc(h->payload_len);
-	if (!h->subs || !h->seen || !h->delivered || !h->msg_seq || !h->sent_ns ||
+	if (!h->chan_live || !h->subs || !h->seen || !h->delivered || !h->msg_seq || !h->sent_ns ||
 	    !h->payload)
 		return -ENOMEM;
 	for (uint32_t i = 0; i < cfg->subscribers; i++) {
@@ -862,6 +899,7 @@ static void free_state(struct harness *h)
 			free(h->subs[i].frag);
 	free(h->pub.frag);
 	free(h->subs);
+	free(h->chan_live);
 	free(h->seen);
 	free(h->delivered);
 	free(h->msg_seq);
@@ -896,10 +934,17 @@ static void summarize(struct harness *h)
 	const struct fanout_config *cfg = h->cfg;
 
 	res->subscribed = 0;
+	memset(h->chan_live, 0, h->nchan * sizeof(*h->chan_live));
 	for (uint32_t i = 0; i < cfg->subscribers; i++)
-		if (h->subs[i].subscribed)
+		if (h->subs[i].subscribed) {
 			res->subscribed++;
-	res->expected = res->published * res->subscribed;
+			h->chan_live[chan_of(h, i)]++;
+		}
+	/* Message i is expected by every subscriber ever subscribed to its
+	 * channel (with one channel: published x subscribed). */
+	res->expected = 0;
+	for (uint64_t i = 0; i < res->published; i++)
+		res->expected += h->chan_live[chan_of(h, i)];
 	res->lost = res->expected > res->deliveries ? res->expected - res->deliveries : 0;
 	if (res->subscribed < cfg->subscribers)
 		fail(h, "not every subscriber subscribed");
