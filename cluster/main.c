@@ -15,7 +15,8 @@ static void help(FILE *f)
 		"  tern pub [--url URL] [--name EVENT] CHANNEL DATA\n"
 		"        publish DATA (JSON, or a plain string) and print the seq and id\n"
 		"  tern sub [--url URL] [--rewind N | --from-seq N] CHANNEL\n"
-		"        print every message of CHANNEL as one JSON line\n"
+		"        print every message of CHANNEL as one JSON line; after a lost\n"
+		"        connection it reconnects and resumes where it was (from_seq)\n"
 		"  tern node ... / tern edge ...   (clustered mode; not in this version)\n"
 		"  tern --version | tern help\n\n"
 		"URL defaults to http://127.0.0.1:8080. Docs: README.md and docs/ in the source.\n",

@@ -4,6 +4,7 @@
 #include <jansson.h>
 #include <libwebsockets.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,14 @@ struct cli {
 	char *resp;	    /* response or ws frame being reassembled */
 	size_t resp_len, resp_cap;
 	char *sub_frame;    /* sub: the subscribe frame */
+	/* sub: reconnecting resumes after the last seq printed */
+	bool resume;	    /* sub: reconnect once a connection was made */
+	bool reconnect, connected;
+	json_t *sub_req;    /* the subscribe request (from_seq set on resume) */
+	long long last_seq; /* -1 until a message was printed */
+	unsigned backoff_ms;
+	lws_sorted_usec_list_t retry; /* reconnect timer */
+	struct lws_client_connect_info ci;
 };
 
 static volatile sig_atomic_t interrupted;
@@ -143,6 +152,14 @@ static int sub_frame(struct cli *c)
 	const char *op = json_string_value(json_object_get(j, "op"));
 	int rc = 0;
 	if (op && strcmp(op, "message") == 0) {
+		json_t *seq = json_object_get(j, "seq");
+		if (json_is_integer(seq)) {
+			if (json_integer_value(seq) <= c->last_seq) { /* seen before a reconnect */
+				json_decref(j);
+				return 0;
+			}
+			c->last_seq = json_integer_value(seq);
+		}
 		json_object_del(j, "op");
 		char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
 		if (s) {
@@ -161,12 +178,36 @@ static int sub_frame(struct cli *c)
 	return rc;
 }
 
+/* The reconnect timer: lws runs it from its own loop (lws_service blocks
+ * while no connection is open, so the loop itself cannot poll for it). */
+static void on_retry(lws_sorted_usec_list_t *sul)
+{
+	struct cli *c = lws_container_of(sul, struct cli, retry);
+	if (!lws_client_connect_via_info(&c->ci)) { /* again after the next backoff */
+		c->backoff_ms = c->backoff_ms < 5000 ? c->backoff_ms * 2 : 5000;
+		lws_sul_schedule(c->ctx, 0, &c->retry, on_retry,
+				 (lws_usec_t)c->backoff_ms * LWS_US_PER_MS);
+	}
+}
+
 static int cb_sub(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
 		  size_t len)
 {
 	struct cli *c = lws_context_user(lws_get_context(wsi));
 	switch (reason) {
 	case LWS_CALLBACK_CLIENT_ESTABLISHED:
+		/* A first connection that fails is a wrong URL or a server not
+		 * started: one line and exit. Once connected, a lost connection
+		 * is a restart or a network blip: reconnect and resume. */
+		c->reconnect = c->resume;
+		c->connected = true;
+		c->backoff_ms = 0;
+		if (c->reconnect && c->last_seq >= 0) { /* resume: nothing missed, nothing twice */
+			json_object_del(c->sub_req, "rewind");
+			json_object_set_new(c->sub_req, "from_seq", json_integer(c->last_seq));
+		}
+		free(c->sub_frame);
+		c->sub_frame = json_dumps(c->sub_req, JSON_COMPACT);
 		lws_callback_on_writable(wsi);
 		return 0;
 	case LWS_CALLBACK_CLIENT_WRITEABLE:
@@ -184,16 +225,26 @@ static int cb_sub(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 			return sub_frame(c);
 		return 0;
 	case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
-		fprintf(stderr, "tern sub: %s\n", in ? (const char *)in : "connection failed");
-		c->exit_code = 1;
-		c->done = 1;
-		return 0;
 	case LWS_CALLBACK_CLIENT_CLOSED:
-		if (!interrupted && c->exit_code == 0) {
-			fprintf(stderr, "tern sub: connection closed by the server\n");
+		if (interrupted || c->exit_code != 0)
+			c->done = 1;
+		else if (!c->reconnect) {
+			fprintf(stderr, "tern sub: %s\n", reason == LWS_CALLBACK_CLIENT_CLOSED
+							   ? "connection closed by the server"
+							   : in ? (const char *)in : "connection failed");
 			c->exit_code = 1;
+			c->done = 1;
+		} else {
+			/* Exponential backoff, 250 ms to 5 s; resumes with from_seq. */
+			c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : 250;
+			if (c->backoff_ms > 5000)
+				c->backoff_ms = 5000;
+			if (c->connected)
+				fprintf(stderr, "tern sub: connection lost; reconnecting\n");
+			c->connected = false;
+			lws_sul_schedule(c->ctx, 0, &c->retry, on_retry,
+					 (lws_usec_t)c->backoff_ms * LWS_US_PER_MS);
 		}
-		c->done = 1;
 		return 0;
 	default:
 		return 0;
@@ -243,6 +294,7 @@ static int run(struct cli *c, const char *url, const char *path, const char *met
 	ci.protocol = method ? NULL : "tern.v1.json";
 	ci.local_protocol_name = protocols[0].name;
 	ci.alpn = "http/1.1";
+	c->ci = ci; /* its strings point into ubuf, alive until return */
 	if (!lws_client_connect_via_info(&ci)) {
 		fprintf(stderr, "%s: cannot connect to %s\n", prefix, url);
 		lws_context_destroy(c->ctx);
@@ -253,12 +305,14 @@ static int run(struct cli *c, const char *url, const char *path, const char *met
 	while (!c->done && !interrupted)
 		if (lws_service(c->ctx, 0) < 0)
 			break;
+	lws_sul_cancel(&c->retry);
 	lws_context_destroy(c->ctx);
 	return c->exit_code;
 }
 
 static void cli_free(struct cli *c)
 {
+	json_decref(c->sub_req);
 	free(c->body);
 	free(c->resp);
 	free(c->sub_frame);
@@ -357,12 +411,16 @@ int tern_cli_sub(int argc, char **argv)
 		}
 		json_object_set_new(f, rewind ? "rewind" : "from_seq", json_integer(v));
 	}
-	c.sub_frame = f ? json_dumps(f, JSON_COMPACT) : NULL;
-	json_decref(f);
-	if (!c.sub_frame) {
+	c.sub_req = f;
+	c.last_seq = -1;
+	c.resume = true;
+	char *check = f ? json_dumps(f, JSON_COMPACT) : NULL;
+	if (!check) {
 		fprintf(stderr, "tern sub: CHANNEL is not valid UTF-8\n");
+		json_decref(f);
 		return 2;
 	}
+	free(check);
 	int rc = run(&c, url, "/v1/ws", NULL, sub_protocols, "tern sub");
 	cli_free(&c);
 	return rc;

@@ -193,6 +193,37 @@ def test_start_line_and_config_override():
         s.cleanup()
 
 
+def test_sub_resumes_across_a_server_restart():
+    """tern sub reconnects after the server goes away and resumes with from_seq:
+    every message printed once, in order, none missed."""
+    s = T.Server().start()
+    ch = "cli-resume:%d" % time.time_ns()
+    sub = subprocess.Popen([T.TERN, "sub", "--url", s.base, ch], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + T.WAIT_S
+        while s.channel_info(ch)["subscribers"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        s.publish_rest(ch, {"data": 1})
+        first = read_line(sub.stdout, 30)
+        check(first is not None and json.loads(first)["seq"] == 1, "seq 1 printed", first)
+        s.stop()
+        s.start()  # same port, same data dir
+        for i in (2, 3):
+            s.publish_rest(ch, {"data": i})
+        got = [json.loads(read_line(sub.stdout, 30) or "null") for _ in range(2)]
+        check_eq([(m or {}).get("seq") for m in got], [2, 3], "after the restart: 2 and 3, once each")
+        check(sub.poll() is None, "tern sub kept running across the restart")
+        sub.send_signal(signal.SIGINT)
+        check_eq(sub.wait(timeout=30), 0, "tern sub exits 0 on SIGINT")
+        s.stop()
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.wait()
+        s.cleanup()
+
+
 def test_pub_and_sub():
     with T.Server() as s:
         ch = "cli:%d" % time.time_ns()
