@@ -12,99 +12,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "broker_internal.h"
+#include "queue_internal.h"
 #include "names.h"
 #include "tern_err.h"
 #include "tern_limits.h"
-
-struct qmsg {
-	struct list link; /* in queue->ready, or unlinked while delivered */
-	uint64_t qseq;
-	struct tern_msg *msg;
-	bool from_channel;
-	uint32_t attempt; /* deliveries so far */
-};
-
-struct queue {
-	struct hmap_node node;
-	struct broker *b;
-	struct list ready;	/* struct qmsg, head first */
-	struct list inflight;	/* struct delivery by deadline */
-	struct list consumers;	/* struct broker_consumer */
-	struct list waiters;	/* struct broker_pull waiting for work */
-	struct list bound_link; /* in b->bound_queues when it has patterns */
-	struct list dispatch_link; /* in b->dispatch_pending */
-	struct list *rr;	/* round-robin cursor into consumers */
-	uint64_t nready, nunacked, nconsumers, pending; /* pending: enqueues not committed */
-	uint64_t delivered, redelivered, dead_lettered;
-	uint64_t ack_timeout_ms;
-	uint32_t max_attempts;
-	char *dead_letter; /* NULL: "{name}.dlq" */
-	char **bind;
-	size_t nbind;
-	char dlq_default[TERN_NAME_MAX_BYTES + 1];
-	char name[];
-};
-
-struct delivery {
-	struct hmap_node node; /* in b->deliveries */
-	struct list tlink;     /* in queue->inflight */
-	struct list clink;     /* in consumer->deliveries (if any) */
-	struct queue *q;
-	struct qmsg *m;
-	struct broker_consumer *c;
-	int64_t deadline_ms;
-	char id[40];
-};
-
-struct broker_consumer {
-	struct list link;
-	struct queue *q;
-	uint32_t prefetch, inflight;
-	broker_deliver_fn fn;
-	void *arg;
-	struct list deliveries;
-};
-
-struct broker_pull {
-	struct list link; /* in queue->waiters or b->ready_pulls */
-	struct queue *q;
-	uint32_t max;
-	int64_t deadline_ms;
-	broker_pull_cb cb;
-	void *arg;
-	struct delivery **got;
-	size_t ngot;
-	bool answered;
-};
-
-struct enq_op {
-	struct store_op op;
-	struct queue *q;
-	broker_pub_cb cb;
-	void *arg;
-	char idem[TERN_IDEM_KEY_MAX_BYTES];
-};
-
-struct move_op {
-	struct store_op op;
-	struct queue *from, *to;
-	uint32_t attempt;
-	char src[];
-};
-
-struct conf_op {
-	struct store_op op;
-	void (*cb)(void *arg, int err);
-	void *arg;
-	char *bind_text;
-};
 
 static void dispatch(struct queue *q);
 
 /* Dispatch that an API call makes possible runs from the next broker_poll,
  * so no consumer callback runs inside the call (ack, consume, ...). */
-static void schedule_dispatch(struct queue *q)
+void q_schedule_dispatch(struct queue *q)
 {
 	if (list_linked(&q->dispatch_link))
 		return;
@@ -127,7 +44,7 @@ static void set_dlq_default(struct queue *q)
 
 /* The queues (in a malloc'd array) for which pick(q) is true: a walk that
  * may create queues (dead letters) must not run over the map itself. */
-static size_t collect(struct broker *b, bool (*pick)(struct queue *q, int64_t now), int64_t now,
+size_t q_collect(struct broker *b, bool (*pick)(struct queue *q, int64_t now), int64_t now,
 		      struct queue ***out)
 {
 	size_t n = 0, cap = 0, bucket = 0;
@@ -151,7 +68,7 @@ static size_t collect(struct broker *b, bool (*pick)(struct queue *q, int64_t no
 	return n;
 }
 
-static struct queue *queue_get(struct broker *b, const char *name, size_t len, bool create)
+struct queue *q_get(struct broker *b, const char *name, size_t len, bool create)
 {
 	struct hmap_node *n = hmap_get(&b->queues, name, len);
 	if (n || !create)
@@ -178,7 +95,7 @@ static struct queue *queue_get(struct broker *b, const char *name, size_t len, b
 	return q;
 }
 
-static const char *dlq_name(const struct queue *q)
+const char *q_dlq_name(const struct queue *q)
 {
 	return q->dead_letter ? q->dead_letter : q->dlq_default;
 }
@@ -190,13 +107,13 @@ static uint64_t max_depth(const struct broker *b)
 	return b->cfg.queue_max_depth ? b->cfg.queue_max_depth : TERN_QUEUE_DEPTH_DEFAULT;
 }
 
-static void qmsg_free(struct qmsg *m)
+void q_msg_free(struct qmsg *m)
 {
 	msg_unref(m->msg);
 	free(m);
 }
 
-static struct qmsg *qmsg_new(struct tern_msg *msg, uint64_t qseq, bool from_channel,
+struct qmsg *q_msg_new(struct tern_msg *msg, uint64_t qseq, bool from_channel,
 			     uint32_t attempt)
 {
 	struct qmsg *m = calloc(1, sizeof(*m));
@@ -213,7 +130,7 @@ static struct qmsg *qmsg_new(struct tern_msg *msg, uint64_t qseq, bool from_chan
  * back goes in ahead of every newer message ("to the head"), and several
  * given back keep their original order. The walk from the head passes only
  * older given-back messages, so it is short. */
-static void ready_push(struct queue *q, struct qmsg *m, bool given_back)
+void q_ready_push(struct queue *q, struct qmsg *m, bool given_back)
 {
 	struct list *pos = &q->ready;
 	if (given_back) {
@@ -236,7 +153,7 @@ static void free_op_done(struct store_op *op)
 	free(op);
 }
 
-static void submit_simple(struct queue *q, enum store_op_kind kind, uint64_t qseq,
+void q_submit(struct queue *q, enum store_op_kind kind, uint64_t qseq,
 			  uint32_t attempt)
 {
 	struct store_op *op = calloc(1, sizeof(*op));
@@ -273,17 +190,17 @@ static void move_done(struct store_op *op)
 	if (op->err == 0) {
 		from->dead_lettered++;
 		struct tern_msg *msg = op->from_channel ? msg_ref(op->msg) : relabel(op->msg, to);
-		struct qmsg *m = qmsg_new(msg, op->qseq, op->from_channel, 0);
+		struct qmsg *m = q_msg_new(msg, op->qseq, op->from_channel, 0);
 		msg_unref(msg);
 		if (m) {
-			ready_push(to, m, false);
+			q_ready_push(to, m, false);
 			dispatch(to);
 		}
 	} else {
 		/* Not moved: the row is still in the source queue; so is the message. */
-		struct qmsg *m = qmsg_new(op->msg, op->src_qseq, op->from_channel, mo->attempt);
+		struct qmsg *m = q_msg_new(op->msg, op->src_qseq, op->from_channel, mo->attempt);
 		if (m) {
-			ready_push(from, m, true);
+			q_ready_push(from, m, true);
 			dispatch(from);
 		}
 	}
@@ -292,14 +209,14 @@ static void move_done(struct store_op *op)
 }
 
 /* Moves m (already out of every list) to q's dead-letter queue. */
-static void dead_letter(struct queue *q, struct qmsg *m)
+void q_dead_letter(struct queue *q, struct qmsg *m)
 {
-	const char *name = dlq_name(q);
-	struct queue *to = queue_get(q->b, name, strlen(name), true);
+	const char *name = q_dlq_name(q);
+	struct queue *to = q_get(q->b, name, strlen(name), true);
 	struct move_op *mo = calloc(1, sizeof(*mo) + q->node.klen + 1);
 	if (!to || !mo) {
 		free(mo);
-		ready_push(q, m, true); /* keep it rather than lose it */
+		q_ready_push(q, m, true); /* keep it rather than lose it */
 		return;
 	}
 	memcpy(mo->src, q->name, q->node.klen);
@@ -320,15 +237,15 @@ static void dead_letter(struct queue *q, struct qmsg *m)
 		to->pending--;
 		msg_unref(mo->op.msg);
 		free(mo);
-		ready_push(q, m, true);
+		q_ready_push(q, m, true);
 		return;
 	}
-	qmsg_free(m);
+	q_msg_free(m);
 }
 
 /* --- deliveries --- */
 
-static void delivery_unlink(struct delivery *d)
+void q_delivery_unlink(struct delivery *d)
 {
 	struct queue *q = d->q;
 	hmap_del(&q->b->deliveries, &d->node);
@@ -346,14 +263,14 @@ static void delivery_fail(struct delivery *d, bool requeue)
 {
 	struct queue *q = d->q;
 	struct qmsg *m = d->m;
-	delivery_unlink(d);
+	q_delivery_unlink(d);
 	free(d);
 	if (!requeue || m->attempt >= q->max_attempts) {
-		dead_letter(q, m);
+		q_dead_letter(q, m);
 		return;
 	}
-	submit_simple(q, STORE_OP_QATTEMPT, m->qseq, m->attempt);
-	ready_push(q, m, true);
+	q_submit(q, STORE_OP_QATTEMPT, m->qseq, m->attempt);
+	q_ready_push(q, m, true);
 }
 
 static struct delivery *deliver_one(struct queue *q, struct broker_consumer *c)
@@ -468,9 +385,9 @@ static void enq_done(struct store_op *op)
 	} else if (op->dup) {
 		eo->cb(eo->arg, 0, 0, op->dup_id);
 	} else {
-		struct qmsg *m = qmsg_new(op->msg, op->qseq, false, 0);
+		struct qmsg *m = q_msg_new(op->msg, op->qseq, false, 0);
 		if (m)
-			ready_push(q, m, false);
+			q_ready_push(q, m, false);
 		eo->cb(eo->arg, 0, 0, op->msg->id);
 		dispatch(q);
 	}
@@ -503,7 +420,7 @@ int broker_enqueue(struct broker *b, const struct broker_enq *e, broker_pub_cb c
 		*why = "shutting down";
 		return TERN_EUNAVAIL;
 	}
-	struct queue *q = queue_get(b, e->queue, e->queue_len, true);
+	struct queue *q = q_get(b, e->queue, e->queue_len, true);
 	if (q && depth(q) >= max_depth(b)) {
 		*why = "the queue is full";
 		return TERN_ERATELIMIT;
@@ -598,9 +515,9 @@ void queues_copies_committed(struct broker *b, struct queue **targets, const uin
 		struct queue *q = targets[i];
 		q->pending--;
 		if (m && qseqs[i]) {
-			struct qmsg *qm = qmsg_new(m, qseqs[i], true, 0);
+			struct qmsg *qm = q_msg_new(m, qseqs[i], true, 0);
 			if (qm)
-				ready_push(q, qm, false);
+				q_ready_push(q, qm, false);
 			dispatch(q);
 		}
 	}
@@ -616,7 +533,7 @@ int broker_consume(struct broker *b, const char *queue, size_t len, uint32_t pre
 		return rc;
 	if (prefetch == 0 || prefetch > TERN_QUEUE_PREFETCH_MAX)
 		return TERN_EBADREQ;
-	struct queue *q = queue_get(b, queue, len, true);
+	struct queue *q = q_get(b, queue, len, true);
 	struct broker_consumer *c = q ? calloc(1, sizeof(*c)) : NULL;
 	if (!c)
 		return TERN_EUNAVAIL;
@@ -628,7 +545,7 @@ int broker_consume(struct broker *b, const char *queue, size_t len, uint32_t pre
 	list_insert_tail(&q->consumers, &c->link);
 	q->nconsumers++;
 	*out = c;
-	schedule_dispatch(q);
+	q_schedule_dispatch(q);
 	return 0;
 }
 
@@ -637,7 +554,7 @@ int broker_consumer_set_prefetch(struct broker_consumer *c, uint32_t prefetch)
 	if (prefetch == 0 || prefetch > TERN_QUEUE_PREFETCH_MAX)
 		return TERN_EBADREQ;
 	c->prefetch = prefetch;
-	schedule_dispatch(c->q);
+	q_schedule_dispatch(c->q);
 	return 0;
 }
 
@@ -655,7 +572,7 @@ void broker_consumer_cancel(struct broker_consumer *c)
 		delivery_fail(d, true);
 	}
 	free(c);
-	schedule_dispatch(q);
+	q_schedule_dispatch(q);
 }
 
 /* --- settling --- */
@@ -679,11 +596,11 @@ int broker_ack(struct broker *b, const char *queue, size_t qlen, const char *id,
 		return TERN_ENOTFOUND;
 	struct queue *q = d->q;
 	struct qmsg *m = d->m;
-	delivery_unlink(d);
+	q_delivery_unlink(d);
 	free(d);
-	submit_simple(q, STORE_OP_QDELETE, m->qseq, 0);
-	qmsg_free(m);
-	schedule_dispatch(q);
+	q_submit(q, STORE_OP_QDELETE, m->qseq, 0);
+	q_msg_free(m);
+	q_schedule_dispatch(q);
 	return 0;
 }
 
@@ -695,7 +612,7 @@ int broker_nack(struct broker *b, const char *queue, size_t qlen, const char *id
 		return TERN_ENOTFOUND;
 	struct queue *q = d->q;
 	delivery_fail(d, requeue);
-	schedule_dispatch(q);
+	q_schedule_dispatch(q);
 	return 0;
 }
 
@@ -709,7 +626,7 @@ int broker_pull(struct broker *b, const char *queue, size_t len, uint32_t max, u
 		return rc;
 	if (max == 0 || max > TERN_QUEUE_PULL_MAX || wait_ms > TERN_QUEUE_PULL_WAIT_MS_MAX)
 		return TERN_EBADREQ;
-	struct queue *q = queue_get(b, queue, len, true);
+	struct queue *q = q_get(b, queue, len, true);
 	struct broker_pull *p = q ? calloc(1, sizeof(*p)) : NULL;
 	if (p)
 		p->got = calloc(max, sizeof(*p->got));
@@ -725,7 +642,7 @@ int broker_pull(struct broker *b, const char *queue, size_t len, uint32_t max, u
 	p->arg = arg;
 	list_insert_tail(&q->waiters, &p->link);
 	if (!list_empty(&q->ready) || wait_ms == 0)
-		schedule_dispatch(q); /* answers it (empty when wait_ms is 0) */
+		q_schedule_dispatch(q); /* answers it (empty when wait_ms is 0) */
 	*out = p;
 	return 0;
 }
@@ -736,7 +653,7 @@ void broker_pull_cancel(struct broker_pull *p)
 	for (size_t i = p->ngot; i-- > 0;) /* newest first: see broker_consumer_cancel */
 		delivery_fail(p->got[i], true);
 	if (p->ngot)
-		schedule_dispatch(p->q);
+		q_schedule_dispatch(p->q);
 	free(p->got);
 	free(p);
 }
@@ -793,7 +710,7 @@ void broker_tick(struct broker *b)
 {
 	int64_t now = broker_now_ms(b);
 	struct queue **qs;
-	size_t n = collect(b, tick_due, now, &qs);
+	size_t n = q_collect(b, tick_due, now, &qs);
 	for (size_t k = 0; k < n; k++) {
 		struct queue *q = qs[k];
 		/* The expired ones are a prefix of inflight (ordered by deadline). */
@@ -817,339 +734,8 @@ void broker_tick(struct broker *b)
 				answer_pull(p);
 		}
 		if (failed)
-			schedule_dispatch(q);
+			q_schedule_dispatch(q);
 	}
 	free(qs);
 }
 
-/* --- settings --- */
-
-static void set_bind(struct broker *b, struct queue *q, char **bind, size_t n)
-{
-	for (size_t i = 0; i < q->nbind; i++)
-		free(q->bind[i]);
-	free(q->bind);
-	q->bind = bind;
-	q->nbind = n;
-	if (list_linked(&q->bound_link))
-		list_remove(&q->bound_link);
-	list_init(&q->bound_link);
-	if (n)
-		list_insert_tail(&b->bound_queues, &q->bound_link);
-}
-
-static int check_pattern(const char *p, size_t len, const char **why)
-{
-	if (len == 0 || len > TERN_NAME_MAX_BYTES) {
-		*why = "a bind pattern must be 1-255 bytes";
-		return TERN_EBADREQ;
-	}
-	const char *star = memchr(p, '*', len);
-	if (star && star != p + len - 1) {
-		*why = "'*' may only end a bind pattern";
-		return TERN_EBADREQ;
-	}
-	if (len == 1 && star)
-		return 0; /* "*": every channel */
-	if (names_check_channel(p, star ? len - 1 : len, why) != 0) {
-		*why = "a bind pattern must be a valid channel name, optionally ending in '*'";
-		return TERN_EBADREQ;
-	}
-	return 0;
-}
-
-static int check_conf(const struct broker_qconf *c, const char **why)
-{
-	if (c->has_ack_timeout && (c->ack_timeout_ms < TERN_QUEUE_ACK_TIMEOUT_MS_MIN ||
-				   c->ack_timeout_ms > TERN_QUEUE_ACK_TIMEOUT_MS_MAX)) {
-		*why = "ack_timeout_ms must be 100-3600000";
-		return TERN_EBADREQ;
-	}
-	if (c->has_max_attempts && (c->max_attempts < 1 || c->max_attempts > TERN_QUEUE_ATTEMPTS_MAX)) {
-		*why = "max_attempts must be 1-1000";
-		return TERN_EBADREQ;
-	}
-	if (c->has_dead_letter && names_check_queue(c->dead_letter, c->dead_letter_len, why) != 0) {
-		*why = "dead_letter must be a valid queue name";
-		return TERN_EBADREQ;
-	}
-	if (c->has_bind && c->nbind > TERN_QUEUE_BINDS_MAX) {
-		*why = "at most 64 bind patterns";
-		return TERN_EBADREQ;
-	}
-	for (size_t i = 0; c->has_bind && i < c->nbind; i++)
-		if (check_pattern(c->bind[i], c->bind_lens[i], why) != 0)
-			return TERN_EBADREQ;
-	return 0;
-}
-
-static int apply_conf(struct broker *b, struct queue *q, const struct broker_qconf *c)
-{
-	char **bind = NULL;
-	char *dl = NULL;
-	if (c->has_bind && c->nbind) {
-		if (!(bind = calloc(c->nbind, sizeof(*bind))))
-			return TERN_EUNAVAIL;
-		for (size_t i = 0; i < c->nbind; i++)
-			if (!(bind[i] = strndup(c->bind[i], c->bind_lens[i])))
-				goto out_nomem;
-	}
-	if (c->has_dead_letter) {
-		if (!(dl = strndup(c->dead_letter, c->dead_letter_len)) ||
-		    !queue_get(b, dl, c->dead_letter_len, true))
-			goto out_nomem;
-	}
-	if (c->has_ack_timeout)
-		q->ack_timeout_ms = c->ack_timeout_ms;
-	if (c->has_max_attempts)
-		q->max_attempts = c->max_attempts;
-	if (c->has_dead_letter) {
-		free(q->dead_letter);
-		q->dead_letter = strcmp(dl, q->dlq_default) == 0 ? (free(dl), NULL) : dl;
-	}
-	if (c->has_bind)
-		set_bind(b, q, bind, c->nbind);
-	return 0;
-
-out_nomem:
-	for (size_t i = 0; bind && i < c->nbind; i++)
-		free(bind[i]);
-	free(bind);
-	free(dl);
-	return TERN_EUNAVAIL;
-}
-
-static void conf_done(struct store_op *op)
-{
-	struct conf_op *co = container_of(op, struct conf_op, op);
-	if (co->cb)
-		co->cb(co->arg, op->err);
-	free(co->bind_text);
-	free(co);
-}
-
-static char *join_bind(const struct queue *q)
-{
-	size_t len = 1;
-	for (size_t i = 0; i < q->nbind; i++)
-		len += strlen(q->bind[i]) + 1;
-	char *t = malloc(len), *p = t;
-	if (!t)
-		return NULL;
-	for (size_t i = 0; i < q->nbind; i++)
-		p += sprintf(p, "%s%s", i ? "\n" : "", q->bind[i]);
-	*p = 0;
-	return t;
-}
-
-int broker_queue_configure(struct broker *b, const char *queue, size_t len,
-			   const struct broker_qconf *conf, void (*cb)(void *arg, int err),
-			   void *arg, const char **why)
-{
-	int rc = names_check_queue(queue, len, why);
-	if (rc != 0 || (rc = check_conf(conf, why)) != 0)
-		return rc;
-	struct queue *q = queue_get(b, queue, len, true);
-	struct conf_op *co = q ? calloc(1, sizeof(*co)) : NULL;
-	if (!co || (rc = apply_conf(b, q, conf)) != 0 || !(co->bind_text = join_bind(q))) {
-		free(co);
-		*why = "out of memory";
-		return TERN_EUNAVAIL;
-	}
-	co->op.kind = STORE_OP_QCONFIG;
-	co->op.done = conf_done;
-	co->op.queue = q->name;
-	co->op.queue_len = q->node.klen;
-	co->op.qcfg.ack_timeout_ms = q->ack_timeout_ms;
-	co->op.qcfg.max_attempts = q->max_attempts;
-	co->op.qcfg.dead_letter = q->dead_letter ? q->dead_letter : "";
-	co->op.qcfg.bind = co->bind_text;
-	co->cb = cb;
-	co->arg = arg;
-	rc = store_submit(b->store, &co->op);
-	if (rc != 0) {
-		free(co->bind_text);
-		free(co);
-		*why = "the store is behind; retry";
-	}
-	return rc;
-}
-
-static void fill_info(const struct queue *q, struct broker_qinfo *out)
-{
-	out->name = q->name;
-	out->name_len = q->node.klen;
-	out->ready = q->nready;
-	out->unacked = q->nunacked;
-	out->consumers = q->nconsumers;
-	out->delivered = q->delivered;
-	out->redelivered = q->redelivered;
-	out->dead_lettered = q->dead_lettered;
-	out->ack_timeout_ms = q->ack_timeout_ms;
-	out->max_attempts = q->max_attempts;
-	out->dead_letter = dlq_name(q);
-	out->bind = (const char *const *)q->bind;
-	out->nbind = q->nbind;
-}
-
-int broker_queue_info(struct broker *b, const char *queue, size_t len, struct broker_qinfo *out)
-{
-	int rc = names_check_queue(queue, len, NULL);
-	if (rc != 0)
-		return rc;
-	struct queue *q = queue_get(b, queue, len, false);
-	if (q) {
-		fill_info(q, out);
-		return 0;
-	}
-	/* Never used: defaults and zeros, without creating it. */
-	char *dlq = b->info_dlq;
-	memset(out, 0, sizeof(*out));
-	out->name = queue;
-	out->name_len = len;
-	out->ack_timeout_ms = TERN_QUEUE_ACK_TIMEOUT_MS_DEFAULT;
-	out->max_attempts = TERN_QUEUE_ATTEMPTS_DEFAULT;
-	if (len + 4 <= TERN_QUEUE_NAME_MAX_BYTES + 4)
-		snprintf(dlq, sizeof(b->info_dlq), "%.*s.dlq", (int)len, queue);
-	else
-		snprintf(dlq, sizeof(b->info_dlq), "%.*s", (int)len, queue);
-	out->dead_letter = dlq;
-	return 0;
-}
-
-void broker_queue_each(struct broker *b, void (*fn)(void *arg, const struct broker_qinfo *q),
-		       void *arg)
-{
-	size_t bucket = 0;
-	struct hmap_node *n = NULL;
-	while ((n = hmap_next(&b->queues, &bucket, n)) != NULL) {
-		struct broker_qinfo info;
-		fill_info(container_of(n, struct queue, node), &info);
-		fn(arg, &info);
-	}
-}
-
-/* --- loading and freeing --- */
-
-static int load_queue(void *arg, const char *name, size_t len, const struct store_qconfig *cfg,
-		      bool configured)
-{
-	struct broker *b = arg;
-	struct queue *q = queue_get(b, name, len, true);
-	if (!q)
-		return TERN_EINTERNAL;
-	if (!configured)
-		return 0;
-	const char *pats[TERN_QUEUE_BINDS_MAX];
-	size_t lens[TERN_QUEUE_BINDS_MAX], n = 0;
-	for (const char *p = cfg->bind; p && *p && n < TERN_QUEUE_BINDS_MAX;) {
-		const char *nl = strchr(p, '\n');
-		size_t l = nl ? (size_t)(nl - p) : strlen(p);
-		pats[n] = p;
-		lens[n++] = l;
-		p += l + (nl ? 1 : 0);
-	}
-	struct broker_qconf c = {
-		.has_ack_timeout = cfg->ack_timeout_ms != 0, .ack_timeout_ms = cfg->ack_timeout_ms,
-		.has_max_attempts = cfg->max_attempts != 0, .max_attempts = cfg->max_attempts,
-		.has_dead_letter = cfg->dead_letter && *cfg->dead_letter,
-		.dead_letter = cfg->dead_letter,
-		.dead_letter_len = cfg->dead_letter ? strlen(cfg->dead_letter) : 0,
-		.has_bind = true, .bind = pats, .bind_lens = lens, .nbind = n,
-	};
-	return apply_conf(b, q, &c);
-}
-
-static int load_qmsg(void *arg, const char *queue, size_t qlen, uint64_t qseq,
-		     struct tern_msg *msg, bool from_channel, uint32_t attempt)
-{
-	struct broker *b = arg;
-	struct queue *q = queue_get(b, queue, qlen, false);
-	struct qmsg *m = q ? qmsg_new(msg, qseq, from_channel, attempt) : NULL;
-	msg_unref(msg);
-	if (!m)
-		return TERN_EINTERNAL;
-	ready_push(q, m, false);
-	return 0;
-}
-
-int queues_load(struct broker *b, char *why, size_t why_len)
-{
-	static const struct store_load_ops ops = {.queue = load_queue, .qmsg = load_qmsg};
-	int rc = store_load_queues(b->store, &ops, b);
-	if (rc != 0)
-		snprintf(why, why_len, "cannot load queues from the data dir");
-	return rc;
-}
-
-static bool any(struct queue *q, int64_t now)
-{
-	(void)now;
-	return !list_empty(&q->ready);
-}
-
-void queues_after_load(struct broker *b)
-{
-	struct queue **qs;
-	size_t n = collect(b, any, 0, &qs);
-	for (size_t k = 0; k < n; k++) {
-		struct queue *q = qs[k];
-		struct list *pos, *tmp;
-		list_foreach_safe(pos, tmp, &q->ready) {
-			struct qmsg *m = container_of(pos, struct qmsg, link);
-			if (m->attempt < q->max_attempts)
-				continue;
-			/* Its delivery number max_attempts was never acked. */
-			list_remove(&m->link);
-			q->nready--;
-			dead_letter(q, m);
-		}
-	}
-	free(qs);
-}
-
-void queues_record_inflight(struct broker *b)
-{
-	size_t bucket = 0;
-	struct hmap_node *n = NULL;
-	while ((n = hmap_next(&b->queues, &bucket, n)) != NULL) {
-		struct queue *q = container_of(n, struct queue, node);
-		struct list *pos;
-		for (pos = q->inflight.next; pos != &q->inflight; pos = pos->next) {
-			struct delivery *d = container_of(pos, struct delivery, tlink);
-			submit_simple(q, STORE_OP_QATTEMPT, d->m->qseq, d->m->attempt);
-		}
-	}
-}
-
-void queues_free(struct broker *b)
-{
-	size_t bucket = 0;
-	struct hmap_node *n;
-	while ((n = hmap_next(&b->queues, &bucket, NULL)) != NULL) {
-		struct queue *q = container_of(n, struct queue, node);
-		assert(list_empty(&q->consumers) && list_empty(&q->waiters));
-		while (!list_empty(&q->inflight)) {
-			struct delivery *d = container_of(q->inflight.next, struct delivery, tlink);
-			struct qmsg *m = d->m;
-			delivery_unlink(d);
-			free(d);
-			qmsg_free(m);
-		}
-		while (!list_empty(&q->ready)) {
-			struct qmsg *m = container_of(q->ready.next, struct qmsg, link);
-			list_remove(&m->link);
-			qmsg_free(m);
-		}
-		set_bind(b, q, NULL, 0);
-		free(q->dead_letter);
-		hmap_del(&b->queues, n);
-		free(q);
-	}
-}
-
-const char *queue_name(const struct queue *q, size_t *len)
-{
-	*len = q->node.klen;
-	return q->name;
-}
