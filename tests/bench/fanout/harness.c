@@ -231,6 +231,7 @@ static int sub_writeable(struct harness *h, struct conn *c)
 	unsigned char buf[LWS_PRE + OUT_FRAME_BYTES];
 	char *out = (char *)buf + LWS_PRE;
 	const struct fanout_broker_ops *ops = h->cfg->ops;
+	char name[256];
 	int n;
 
 	if (c->need_hello) {
@@ -238,8 +239,6 @@ static int sub_writeable(struct harness *h, struct conn *c)
 		n = ops->hello(out, OUT_FRAME_BYTES, c->id);
 	} else if (c->need_subscribe) {
 		c->need_subscribe = false;
-		char name[256];
-
 		n = ops->subscribe(out, OUT_FRAME_BYTES,
 				   chan_name(h, chan_of(h, c->id), name, sizeof(name)), SUB_REF);
 	} else {
