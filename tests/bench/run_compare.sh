@@ -334,10 +334,10 @@ if [ "$docs" = 1 ]; then
     echo "is [bench-compare.png](bench-compare.png). Every figure below comes from one"
     echo "run of that command; rerun it to regenerate both files."
     echo
-    echo "- run: $started_at, commit $(git -C "$repo" rev-parse --short HEAD)"
+    echo "- run: $started_at, checkout at $(git -C "$repo" rev-parse --short HEAD); binaries: $tern and $bench, built $(date -u -r "$tern" +%Y-%m-%dT%H:%M:%SZ) and $(date -u -r "$bench" +%Y-%m-%dT%H:%M:%SZ)"
     echo "- machine: $(nproc) cores ($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)), load average $load_start at start, $load_end at end"
     echo "- brokers: tern dev; $(mosquitto -h 2>/dev/null | head -1 || true); $(nginx -v 2>&1) with nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null)"
-    echo "- harness: bench_fanout (docs/bench-fanout.md), one libuv loop, libwebsockets clients, 64-byte messages"
+    echo "- harness: bench_fanout (docs/bench-fanout.md), one libuv loop, libwebsockets clients; 64-byte messages, 4 096 bytes in the \`-4k\` workloads"
     echo
     echo "| $(sed 's/|/ | /g' <<<"$header") |"
     echo "|$(sed 's/[^|]*/---/g' <<<"$header")|"
