@@ -203,6 +203,9 @@ int broker_pull(struct broker *b, const char *queue, size_t len, uint32_t max, u
 		broker_pull_cb cb, void *arg, struct broker_pull **out);
 /* Withdraws a pull whose cb has not run; cb will not run. */
 void broker_pull_cancel(struct broker_pull *p);
+/* Answers every waiting pull now with what it has (usually nothing): for a
+ * drain, so long-polls get a reply instead of a closed connection. */
+void broker_pulls_release(struct broker *b);
 
 /* Merges conf into the queue's settings and makes them durable; cb(arg, err)
  * runs after the commit. Returns 0 or TERN_EBADREQ/TERN_EBADNAME with why. */

@@ -658,6 +658,22 @@ void broker_pull_cancel(struct broker_pull *p)
 	free(p);
 }
 
+static bool has_waiters(struct queue *q, int64_t now)
+{
+	(void)now;
+	return !list_empty(&q->waiters);
+}
+
+void broker_pulls_release(struct broker *b)
+{
+	struct queue **qs;
+	size_t n = q_collect(b, has_waiters, 0, &qs);
+	for (size_t k = 0; k < n; k++)
+		while (!list_empty(&qs[k]->waiters))
+			answer_pull(container_of(qs[k]->waiters.next, struct broker_pull, link));
+	free(qs);
+}
+
 static void run_pull(struct broker_pull *p)
 {
 	struct broker_delivery views[64] = {0}, *v = views;

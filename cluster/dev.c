@@ -126,6 +126,7 @@ static void on_signal(uv_signal_t *h, int signum)
 	fprintf(stderr, "tern: %s received, draining\n", signum == SIGTERM ? "SIGTERM" : "SIGINT");
 	uv_close((uv_handle_t *)&d->sigterm, NULL);
 	uv_close((uv_handle_t *)&d->sigint, NULL);
+	broker_pulls_release(d->broker); /* long-polls get their (empty) answer */
 	edge_shutdown(d->edge, on_edge_stopped, d);
 }
 

@@ -90,7 +90,9 @@ static void on_tick(uv_timer_t *t)
 {
 	struct edge *e = t->data;
 	if (e->shutting_down) {
-		if (list_empty(&e->sessions) ||
+		/* Done when every WebSocket client went and every HTTP request got
+		 * its reply (long-polls are answered by the drain), or at the grace. */
+		if ((list_empty(&e->sessions) && e->http_owed == 0) ||
 		    edge_now_ms(e) - e->shutdown_started_ms >= TERN_SHUTDOWN_GRACE_MS)
 			finish_shutdown(e);
 		return;

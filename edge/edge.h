@@ -30,7 +30,8 @@ struct edge_config {
 int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_t why_len);
 
 /* Graceful stop: refuses new connections, sends every WebSocket client a close
- * frame (1001), waits up to TERN_SHUTDOWN_GRACE_MS for them to go, then ends
+ * frame (1001), waits up to TERN_SHUTDOWN_GRACE_MS for them to go and for
+ * every HTTP request to get its reply (the owner answers long-polls), then ends
  * the rest, drops its upstream subscriptions and calls done(arg). After done,
  * the loop still has to run once for lws to release its handles; then call
  * edge_free. */

@@ -48,6 +48,7 @@ struct edge {
 	void (*shutdown_done)(void *arg);
 	void *shutdown_arg;
 	bool destroyed;
+	uint32_t http_owed; /* HTTP requests whose reply is not written yet */
 	void (*metrics_extra)(void *arg, struct fbuf *out);
 	void *metrics_arg;
 	struct edge_stats st;

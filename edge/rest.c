@@ -433,11 +433,20 @@ static int write_headers(struct rest_req *r)
 
 /* The transaction is over: lws may reuse the connection for the next
  * request (keep-alive), so the request lets go of it now. */
+/* The request no longer owes its connection anything. */
+static void let_go(struct rest_req *r)
+{
+	if (r->wsi) {
+		r->wsi = NULL;
+		r->e->http_owed--;
+	}
+}
+
 static int transaction_done(struct rest_req **pr)
 {
 	struct rest_req *r = *pr;
 	struct lws *wsi = r->wsi;
-	r->wsi = NULL;
+	let_go(r);
 	*pr = NULL;
 	req_put(r);
 	return lws_http_transaction_completed(wsi) ? -1 : 0;
@@ -497,7 +506,7 @@ static int on_http(struct lws *wsi, struct rest_req **pr, const char *uri, size_
 	struct edge *e = lws_context_user(lws_get_context(wsi));
 	if (*pr) { /* a previous request on this connection never finished */
 		rest_queue_gone(*pr);
-		(*pr)->wsi = NULL;
+		let_go(*pr);
 		req_put(*pr);
 		*pr = NULL;
 	}
@@ -507,6 +516,7 @@ static int on_http(struct lws *wsi, struct rest_req **pr, const char *uri, size_
 	r->e = e;
 	r->wsi = wsi;
 	r->refs = 1;
+	e->http_owed++; /* a drain waits for it (edge_shutdown) */
 	*pr = r;
 	char *up;
 	int ul;
@@ -591,7 +601,7 @@ int rest_http_callback(struct lws *wsi, enum lws_callback_reasons reason, void *
 	case LWS_CALLBACK_CLOSED_HTTP:
 		if (*pr) {
 			rest_queue_gone(*pr);
-			(*pr)->wsi = NULL;
+			let_go(*pr);
 			req_put(*pr);
 			*pr = NULL;
 		}

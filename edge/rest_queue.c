@@ -186,6 +186,10 @@ static void pull_done(void *arg, int err, const struct broker_delivery *ds, size
 static void post_pull(struct rest_req *r)
 {
 	uint64_t max = 1, wait_ms = 0;
+	if (r->e->shutting_down) { /* a drain answers long-polls; none starts now */
+		respond_error(r, TERN_EUNAVAIL, "shutting down; retry on another server");
+		return;
+	}
 	bool has;
 	json_t *root = NULL;
 	if (r->body_len) {
