@@ -670,14 +670,6 @@ static void *store_main(void *arg)
 
 /* --- opening and closing --- */
 
-static int64_t wall_ms(void *arg)
-{
-	(void)arg;
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int load_channels(struct store *s)
 {
 	sqlite3_stmt *st;
@@ -755,9 +747,8 @@ int store_open(struct store **out, const struct store_config *cfg, char *why, si
 		snprintf(why, why_len, "out of memory");
 		return TERN_EINTERNAL;
 	}
+	assert(cfg->now_ms); /* the broker passes its clock (injected in tests) */
 	s->cfg = *cfg;
-	if (!s->cfg.now_ms)
-		s->cfg.now_ms = wall_ms;
 	if (!s->cfg.sweep_interval_ms)
 		s->cfg.sweep_interval_ms = 60000;
 	if (!s->cfg.queue_max_bytes)

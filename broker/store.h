@@ -26,7 +26,7 @@ struct store_config {
 	uint64_t idem_window_ms;     /* idempotency keys expire after this */
 	uint64_t sweep_interval_ms;  /* how often the thread sweeps expired rows itself */
 	size_t queue_max_bytes;	     /* bound on data waiting for the thread */
-	int64_t (*now_ms)(void *arg); /* Unix ms; injected so tests control time */
+	int64_t (*now_ms)(void *arg); /* Unix ms, required; injected so tests control time */
 	void *clock_arg;
 	void (*notify)(void *arg);   /* completions are ready: call store_poll soon */
 	void *notify_arg;

@@ -63,7 +63,7 @@ json_t *body_json(struct rest_req *r)
 
 /* --- POST /v1/channels/{ch}/messages --- */
 
-void rest_batch_done(struct rest_req *r, int err, uint64_t seq, const char *id)
+static void batch_reply(struct rest_req *r, int err, uint64_t seq, const char *id)
 {
 	size_t i = r->ndone++;
 	if (err != 0 && r->first_err == 0)
@@ -143,14 +143,14 @@ void rest_batch(struct rest_req *r, bool with_seqs,
 	json_decref(root);
 }
 
-/* --- POST /v1/channels/{ch}/messages --- */
-
-static void pub_done(void *arg, int err, uint64_t seq, const char *id)
+void rest_batch_done(void *arg, int err, uint64_t seq, const char *id)
 {
 	struct rest_req *r = arg;
-	rest_batch_done(r, err, seq, id);
+	batch_reply(r, err, seq, id);
 	req_put(r);
 }
+
+/* --- POST /v1/channels/{ch}/messages --- */
 
 static int submit_publish(struct rest_req *r, const struct wire_pub *p, const char **why)
 {
@@ -160,21 +160,10 @@ static int submit_publish(struct rest_req *r, const struct wire_pub *p, const ch
 		.data = p->data, .data_len = p->data_len, .enc = p->enc,
 		.idem_key = p->idem, .idem_len = p->idem_len,
 	};
-	return r->e->be_ops->publish(r->e->be, &bp, pub_done, r, why);
+	return r->e->be_ops->publish(r->e->be, &bp, rest_batch_done, r, why);
 }
 
-static void post_messages(struct rest_req *r, const char *chan, size_t chan_len)
-{
-	const char *why;
-	int rc = names_check_channel(chan, chan_len, &why);
-	if (rc != 0) {
-		respond_error(r, rc, why);
-		return;
-	}
-	memcpy(r->chan, chan, chan_len);
-	r->chan_len = chan_len;
-	rest_batch(r, true, submit_publish);
-}
+static void post_messages(struct rest_req *r) { rest_batch(r, true, submit_publish); }
 
 /* --- GET /v1/channels/{ch}/messages --- */
 
@@ -245,18 +234,13 @@ static int query_u64(const struct rest_req *r, const char *key, uint64_t max, bo
 	return 0;
 }
 
-static void get_messages(struct rest_req *r, const char *chan, size_t chan_len)
+static void get_messages(struct rest_req *r)
 {
 	struct edge *e = r->e;
 	uint64_t limit = TERN_HISTORY_PAGE_DEFAULT, from = 0;
 	bool has_limit, has_from, backwards = false;
 	char dir[16];
-	const char *why;
-	int rc = names_check_channel(chan, chan_len, &why);
-	if (rc != 0) {
-		respond_error(r, rc, why);
-		return;
-	}
+	int rc;
 	if (query_u64(r, "limit", TERN_HISTORY_PAGE_MAX, &has_limit, &limit) != 0 ||
 	    (has_limit && limit == 0)) {
 		respond_error(r, TERN_EBADREQ, "limit must be an integer from 1 to 1000");
@@ -275,7 +259,7 @@ static void get_messages(struct rest_req *r, const char *chan, size_t chan_len)
 		}
 	}
 	struct broker_hist h = {
-		.chan = chan, .chan_len = chan_len, .limit = (uint32_t)limit,
+		.chan = r->chan, .chan_len = r->chan_len, .limit = (uint32_t)limit,
 		.backwards = backwards,
 		.after_seq = !backwards && has_from ? from : 0,
 		.before_seq = backwards && has_from ? from : 0,
@@ -314,18 +298,10 @@ static void info_done(void *arg, int err, uint64_t last_seq, uint64_t subs)
 	req_put(r);
 }
 
-static void get_channel(struct rest_req *r, const char *chan, size_t chan_len)
+static void get_channel(struct rest_req *r)
 {
-	const char *why;
-	int rc = names_check_channel(chan, chan_len, &why);
-	if (rc != 0) {
-		respond_error(r, rc, why);
-		return;
-	}
-	memcpy(r->chan, chan, chan_len);
-	r->chan_len = chan_len;
 	r->refs++;
-	rc = r->e->be_ops->channel_info(r->e->be, chan, chan_len, info_done, r);
+	int rc = r->e->be_ops->channel_info(r->e->be, r->chan, r->chan_len, info_done, r);
 	if (rc != 0) {
 		r->refs--;
 		respond_error(r, rc, "channel info unavailable");
@@ -343,14 +319,25 @@ static void route_channels(struct rest_req *r, const char *rest)
 	size_t sl = sizeof(suffix) - 1;
 	bool messages = len > sl && strcmp(rest + len - sl, suffix) == 0;
 	size_t chan_len = messages ? len - sl : len;
-	if (messages && r->method == LWSHUMETH_POST)
-		post_messages(r, rest, chan_len);
-	else if (messages && r->method == LWSHUMETH_GET)
-		get_messages(r, rest, chan_len);
-	else if (!messages && r->method == LWSHUMETH_GET)
-		get_channel(r, rest, chan_len);
-	else
+	void (*handler)(struct rest_req *r) =
+		messages && r->method == LWSHUMETH_POST ? post_messages
+		: messages && r->method == LWSHUMETH_GET ? get_messages
+		: !messages && r->method == LWSHUMETH_GET ? get_channel : NULL;
+	if (!handler) {
 		respond_error(r, -40500, "method not allowed");
+		return;
+	}
+	/* The name is checked once here; handlers read it from r->chan. */
+	const char *why;
+	int rc = names_check_channel(rest, chan_len, &why);
+	if (rc != 0) {
+		respond_error(r, rc, why);
+		return;
+	}
+	memcpy(r->chan, rest, chan_len);
+	r->chan[chan_len] = 0;
+	r->chan_len = chan_len;
+	handler(r);
 }
 
 static void route(struct rest_req *r)

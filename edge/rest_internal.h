@@ -49,13 +49,13 @@ void respond_json(struct rest_req *r, int status, struct fbuf *b);
 json_t *body_json(struct rest_req *r);
 
 /* A batch of messages (one object or an array of 1-1000) for r->chan: all
- * validated before any is submitted; submit(r, p, why) hands one on (its
- * completion calls rest_batch_done and req_put, holding the reference
- * rest_batch took for it). The reply, 201 {"messages":[{"id"[,"seq"]}]} in
+ * validated before any is submitted; submit(r, p, why) hands one on with
+ * rest_batch_done(r, ...) as its completion, which drops the reference
+ * rest_batch took for it. The reply, 201 {"messages":[{"id"[,"seq"]}]} in
  * order, goes out when the last one is done. */
 void rest_batch(struct rest_req *r, bool with_seqs,
 		int (*submit)(struct rest_req *r, const struct wire_pub *p, const char **why));
-void rest_batch_done(struct rest_req *r, int err, uint64_t seq, const char *id);
+void rest_batch_done(void *arg, int err, uint64_t seq, const char *id);
 
 /* Routes /v1/queues/{q}[/messages|/pull|/ack|/nack]; rest is after "/v1/queues/". */
 void rest_queue_route(struct rest_req *r, const char *rest);

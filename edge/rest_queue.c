@@ -140,13 +140,6 @@ static void put_queue(struct rest_req *r)
 
 /* --- POST /v1/queues/{q}/messages --- */
 
-static void enq_done(void *arg, int err, uint64_t seq, const char *id)
-{
-	struct rest_req *r = arg;
-	rest_batch_done(r, err, seq, id);
-	req_put(r);
-}
-
 static int submit_enqueue(struct rest_req *r, const struct wire_pub *p, const char **why)
 {
 	struct broker_enq e = {
@@ -154,7 +147,7 @@ static int submit_enqueue(struct rest_req *r, const struct wire_pub *p, const ch
 		.data = p->data, .data_len = p->data_len, .enc = p->enc,
 		.idem_key = p->idem, .idem_len = p->idem_len,
 	};
-	return r->e->be_ops->enqueue(r->e->be, &e, enq_done, r, why);
+	return r->e->be_ops->enqueue(r->e->be, &e, rest_batch_done, r, why);
 }
 
 /* --- POST /v1/queues/{q}/pull --- */
