@@ -25,6 +25,9 @@ void config_defaults(struct tern_config *c)
 	c->store_sweep_interval_ms = 60000;
 	c->queue_max_depth = TERN_QUEUE_DEPTH_DEFAULT;
 	c->store_sync_full = true;
+	snprintf(c->region, sizeof(c->region), "local");
+	c->links = TERN_LINKS_DEFAULT;
+	c->node_timeout_ms = TERN_NODE_TIMEOUT_MS_DEFAULT;
 }
 
 struct num_key {
@@ -45,6 +48,8 @@ static const struct num_key num_keys[] = {
 	NK(handshake_timeout_s, TERN_HANDSHAKE_TIMEOUT_S_MIN, TERN_HANDSHAKE_TIMEOUT_S_MAX),
 	NK(store_sweep_interval_ms, 10, 3600000),
 	NK(queue_max_depth, 1, TERN_QUEUE_DEPTH_MAX),
+	NK(links, 1, TERN_LINKS_MAX),
+	NK(node_timeout_ms, TERN_NODE_TIMEOUT_MS_MIN, TERN_NODE_TIMEOUT_MS_MAX),
 };
 
 static int set_str(char *dst, size_t cap, const char *key, const char *v, char *err, size_t errlen)
@@ -71,6 +76,28 @@ int config_set(struct tern_config *c, const char *key, const char *v, char *err,
 	}
 	if (strcmp(key, "data_dir") == 0)
 		return set_str(c->data_dir, sizeof(c->data_dir), key, v, err, errlen);
+	if (strcmp(key, "node_id") == 0 || strcmp(key, "region") == 0) {
+		char *dst = key[0] == 'n' ? c->node_id : c->region;
+		for (const char *p = v; *p; p++)
+			if (!isalnum((unsigned char)*p) && !strchr("-_.", *p)) {
+				snprintf(err, errlen, "%s: use letters, digits, '-', '_' and '.', got '%s'",
+					 key, v);
+				return -1;
+			}
+		return set_str(dst, sizeof(c->node_id), key, v, err, errlen);
+	}
+	if (strcmp(key, "nodes") == 0)
+		return set_str(c->nodes, sizeof(c->nodes), key, v, err, errlen);
+	if (strcmp(key, "log_calls") == 0) {
+		static const char *const names[] = {"errors", "all", "off"};
+		for (int i = 0; i < 3; i++)
+			if (strcmp(v, names[i]) == 0) {
+				c->log_calls = i;
+				return 0;
+			}
+		snprintf(err, errlen, "log_calls: expected errors, all or off, got '%s'", v);
+		return -1;
+	}
 	if (strcmp(key, "cors_allow_origin") == 0) {
 		if (strcmp(v, "none") == 0) {
 			c->cors_allow_origin[0] = 0;

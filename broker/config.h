@@ -23,7 +23,16 @@ struct tern_config {
 	uint64_t store_sweep_interval_ms;
 	uint64_t queue_max_depth;
 	bool store_sync_full;
+	/* Cluster (tern node / tern edge; tern dev uses the same link inside). */
+	char node_id[64];   /* this process's id (node: --id; edge: --id or a generated one) */
+	char region[64];
+	char nodes[1024];   /* edge: comma-separated HOST:PORT of the nodes it links to */
+	uint64_t links;     /* edge: data links per node (K) */
+	uint64_t node_timeout_ms; /* a node whose control link reads nothing this long is down */
+	int log_calls;      /* enum tern_log_calls */
 };
+
+enum tern_log_calls { TERN_LOG_CALLS_ERRORS = 0, TERN_LOG_CALLS_ALL = 1, TERN_LOG_CALLS_OFF = 2 };
 
 void config_defaults(struct tern_config *c);
 

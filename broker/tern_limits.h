@@ -83,6 +83,15 @@
 #define TERN_QUEUE_TICK_MS 50
 
 /* Heartbeat (contract default 15 s). */
+/* Edge to node links: K data links per node (tern edge --links). */
+#define TERN_LINKS_DEFAULT 2
+#define TERN_LINKS_MAX 16
+/* A node whose control link has read nothing for this long is down: calls for its channels
+ * get 50300 at once. The control link pings every quarter of it. */
+#define TERN_NODE_TIMEOUT_MS_DEFAULT 2000
+#define TERN_NODE_TIMEOUT_MS_MIN 200
+#define TERN_NODE_TIMEOUT_MS_MAX 60000
+
 #define TERN_HEARTBEAT_MS_DEFAULT 15000
 #define TERN_HEARTBEAT_MS_MIN 100
 #define TERN_HEARTBEAT_MS_MAX 300000
