@@ -86,6 +86,8 @@
 /* Edge to node links: K data links per node (tern edge --links). */
 #define TERN_LINKS_DEFAULT 2
 #define TERN_LINKS_MAX 16
+/* Nodes one edge links to (tern edge --nodes). */
+#define TERN_NODES_MAX 64
 /* A node whose control link has read nothing for this long is down: calls for its channels
  * get 50300 at once. The control link pings every quarter of it. */
 #define TERN_NODE_TIMEOUT_MS_DEFAULT 2000

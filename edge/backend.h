@@ -17,6 +17,8 @@
 #include "msg.h"
 
 struct backend_sub; /* an upstream subscription */
+struct backend_consumer; /* a queue consumer */
+struct backend_pull; /* a waiting pull */
 
 struct backend_ops {
 	/* Publishes one message. cb(arg, err, seq, id). */
@@ -48,15 +50,15 @@ struct backend_ops {
 	int (*enqueue)(void *be, const struct broker_enq *e, broker_pub_cb cb, void *arg,
 		       const char **why);
 	int (*consume)(void *be, const char *queue, size_t len, uint32_t prefetch,
-		       broker_deliver_fn fn, void *arg, struct broker_consumer **out);
-	int (*set_prefetch)(void *be, struct broker_consumer *c, uint32_t prefetch);
-	void (*cancel)(void *be, struct broker_consumer *c);
+		       broker_deliver_fn fn, void *arg, struct backend_consumer **out);
+	int (*set_prefetch)(void *be, struct backend_consumer *c, uint32_t prefetch);
+	void (*cancel)(void *be, struct backend_consumer *c);
 	/* Settles one delivery: cb(arg, err) with 0 or TERN_ENOTFOUND. */
 	int (*settle)(void *be, const char *queue, size_t qlen, const char *id, size_t idlen,
 		      bool ack, bool requeue, void (*cb)(void *arg, int err), void *arg);
 	int (*pull)(void *be, const char *queue, size_t len, uint32_t max, uint64_t wait_ms,
-		    broker_pull_cb cb, void *arg, struct broker_pull **out);
-	void (*pull_cancel)(void *be, struct broker_pull *p);
+		    broker_pull_cb cb, void *arg, struct backend_pull **out);
+	void (*pull_cancel)(void *be, struct backend_pull *p);
 	int (*queue_configure)(void *be, const char *queue, size_t len,
 			       const struct broker_qconf *conf, void (*cb)(void *arg, int err),
 			       void *arg, const char **why);

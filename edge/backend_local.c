@@ -166,23 +166,25 @@ static int l_enqueue(void *be, const struct broker_enq *e, broker_pub_cb cb, voi
 	return broker_enqueue(bl->broker, e, cb, arg, why);
 }
 
+/* The backend's consumer and pull handles are the broker's own. */
 static int l_consume(void *be, const char *queue, size_t len, uint32_t prefetch,
-		     broker_deliver_fn fn, void *arg, struct broker_consumer **out)
+		     broker_deliver_fn fn, void *arg, struct backend_consumer **out)
 {
 	struct backend_local *bl = be;
-	return broker_consume(bl->broker, queue, len, prefetch, fn, arg, out);
+	return broker_consume(bl->broker, queue, len, prefetch, fn, arg,
+			      (struct broker_consumer **)out);
 }
 
-static int l_set_prefetch(void *be, struct broker_consumer *c, uint32_t prefetch)
+static int l_set_prefetch(void *be, struct backend_consumer *c, uint32_t prefetch)
 {
 	(void)be;
-	return broker_consumer_set_prefetch(c, prefetch);
+	return broker_consumer_set_prefetch((struct broker_consumer *)c, prefetch);
 }
 
-static void l_cancel(void *be, struct broker_consumer *c)
+static void l_cancel(void *be, struct backend_consumer *c)
 {
 	(void)be;
-	broker_consumer_cancel(c);
+	broker_consumer_cancel((struct broker_consumer *)c);
 }
 
 struct err_call {
@@ -223,16 +225,17 @@ static int l_settle(void *be, const char *queue, size_t qlen, const char *id, si
 }
 
 static int l_pull(void *be, const char *queue, size_t len, uint32_t max, uint64_t wait_ms,
-		  broker_pull_cb cb, void *arg, struct broker_pull **out)
+		  broker_pull_cb cb, void *arg, struct backend_pull **out)
 {
 	struct backend_local *bl = be;
-	return broker_pull(bl->broker, queue, len, max, wait_ms, cb, arg, out);
+	return broker_pull(bl->broker, queue, len, max, wait_ms, cb, arg,
+			   (struct broker_pull **)out);
 }
 
-static void l_pull_cancel(void *be, struct broker_pull *p)
+static void l_pull_cancel(void *be, struct backend_pull *p)
 {
 	(void)be;
-	broker_pull_cancel(p);
+	broker_pull_cancel((struct broker_pull *)p);
 }
 
 static int l_queue_configure(void *be, const char *queue, size_t len,

@@ -12,7 +12,7 @@
 struct sconsumer {
 	struct list link; /* in session->consumers */
 	struct session *s;
-	struct broker_consumer *c;
+	struct backend_consumer *c;
 	size_t qlen;
 	char queue[];
 };

@@ -29,7 +29,7 @@ struct rest_req {
 	uint64_t *seqs;
 	char (*ids)[TERN_MSG_ID_MAX];
 	/* queue requests in flight */
-	struct broker_pull *pull;
+	struct backend_pull *pull;
 	size_t nsettle, nsettled, nunknown;
 	bool batch_seqs; /* the batch reply carries seqs (channels) */
 	struct fbuf unknown; /* the unknown ids, as a JSON list body */
