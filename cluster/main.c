@@ -4,6 +4,7 @@
 
 #include "cli.h"
 #include "dev.h"
+#include "node_main.h"
 
 static void help(FILE *f)
 {
@@ -17,7 +18,9 @@ static void help(FILE *f)
 		"  tern sub [--url URL] [--rewind N | --from-seq N] CHANNEL\n"
 		"        print every message of CHANNEL as one JSON line; after a lost\n"
 		"        connection it reconnects and resumes where it was (from_seq)\n"
-		"  tern node ... / tern edge ...   (clustered mode; not in this version)\n"
+		"  tern node --id ID --listen HOST:PORT [--region R] [--data DIR] [--join HOST:PORT,...]\n"
+		"        run a cluster node: links from edges and peers, /healthz and /metrics\n"
+		"  tern edge ...   (clustered mode; not in this version)\n"
 		"  tern --version | tern help\n\n"
 		"URL defaults to http://127.0.0.1:8080. Docs: README.md and docs/ in the source.\n",
 		TERN_VERSION);
@@ -44,7 +47,9 @@ int main(int argc, char **argv)
 		return tern_cli_pub(argc - 1, argv + 1);
 	if (strcmp(cmd, "sub") == 0)
 		return tern_cli_sub(argc - 1, argv + 1);
-	if (strcmp(cmd, "node") == 0 || strcmp(cmd, "edge") == 0) {
+	if (strcmp(cmd, "node") == 0)
+		return tern_node_main(argc - 1, argv + 1);
+	if (strcmp(cmd, "edge") == 0) {
 		fprintf(stderr, "tern: '%s' (clustered mode) is not in this version; use 'tern dev'\n",
 			cmd);
 		return 2;
