@@ -5,6 +5,7 @@
 #include "cli.h"
 #include "dev.h"
 #include "edge_main.h"
+#include "node_main.h"
 
 static void help(FILE *f)
 {
@@ -51,11 +52,8 @@ int main(int argc, char **argv)
 		return tern_cli_sub(argc - 1, argv + 1);
 	if (strcmp(cmd, "edge") == 0)
 		return tern_edge_main(argc - 1, argv + 1);
-	if (strcmp(cmd, "node") == 0) {
-		fprintf(stderr, "tern: '%s' (clustered mode) is not in this version; use 'tern dev'\n",
-			cmd);
-		return 2;
-	}
+	if (strcmp(cmd, "node") == 0)
+		return tern_node_main(argc - 1, argv + 1);
 	fprintf(stderr, "tern: unknown command '%s' (try 'tern help')\n", cmd);
 	return 2;
 }
