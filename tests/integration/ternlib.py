@@ -95,7 +95,13 @@ def one_line(text):
 class Server:
     """One `tern dev` process. Use as a context manager or call start()/stop()."""
 
-    def __init__(self, config=None, data_dir=None, port=None, extra_args=None, env=None):
+    def __init__(self, config=None, data_dir=None, port=None, extra_args=None, env=None, mode=None):
+        # mode "dev" (default): one `tern dev`. mode "split" (or env TERN_IT_MODE=split):
+        # a `tern node` on a free port with data_dir, and a `tern edge --nodes` on `port`;
+        # see _start_split. Properties (base, ws_url, data_dir) are the same.
+        self.mode = mode or os.environ.get("TERN_IT_MODE", "dev") or "dev"
+        check(self.mode in ("dev", "split"), "Server mode is dev or split", self.mode)
+        self.node_port = None  # split: kept across restarts, like port
         self.config = dict(config or {})
         self.own_tmp = tempfile.mkdtemp(prefix="tern-it-")
         self.data_dir = data_dir or os.path.join(self.own_tmp, "data")
@@ -116,21 +122,34 @@ class Server:
     def ws_url(self):
         return "ws://%s:%d/v1/ws" % (HOST, self.port)
 
+    def config_args(self):
+        if not self.config:
+            return []
+        path = os.path.join(self.own_tmp, "tern.conf")
+        with open(path, "w") as f:
+            f.write("# written by ternlib.py\n")
+            for k, v in self.config.items():
+                f.write("%s %s\n" % (k, v))
+        return ["--config", path]
+
     def command(self):
         cmd = [TERN, "dev", "--listen", "%s:%d" % (HOST, self.port), "--data", self.data_dir]
-        if self.config:
-            path = os.path.join(self.own_tmp, "tern.conf")
-            with open(path, "w") as f:
-                f.write("# written by ternlib.py\n")
-                for k, v in self.config.items():
-                    f.write("%s %s\n" % (k, v))
-            cmd += ["--config", path]
-        return cmd + self.extra_args
+        return cmd + self.config_args() + self.extra_args
+
+    def node_command(self):
+        return [TERN, "node", "--id", "n1", "--region", "it", "--listen", "%s:%d" % (HOST, self.node_port),
+                "--data", self.data_dir] + self.config_args()
+
+    def edge_command(self):
+        return [TERN, "edge", "--region", "it", "--listen", "%s:%d" % (HOST, self.port),
+                "--nodes", "%s:%d" % (HOST, self.node_port)] + self.config_args() + self.extra_args
 
     def start(self, port=None):
         """Starts the process and waits until /healthz answers 200."""
         check(self.proc is None, "server already running")
         fixed_port = port or self.port
+        if self.mode == "split":
+            return self._start_split(fixed_port)
         last_err = ""
         for attempt in range(3):
             self.port = fixed_port or free_port()
@@ -159,13 +178,92 @@ class Server:
                 break
         raise TestFailure("tern dev exited during start; stderr: %s" % last_err[-2000:])
 
-    def wait_healthy(self):
+    def _spawn(self, argv, tag):
+        errp = os.path.join(self.own_tmp, "%s.%d.log" % (tag, self.starts))
+        outp = os.path.join(self.own_tmp, "%s-stdout.%d.log" % (tag, self.starts))
+        errf = open(errp, "wb")
+        outf = open(outp, "wb")
+        p = subprocess.Popen(argv, stdout=outf, stderr=errf, stdin=subprocess.DEVNULL, env=self.env)
+        errf.close()
+        outf.close()
+        return p, errp
+
+    def _start_split(self, fixed_port):
+        """Split mode: `tern node` (free port, kept across restarts; data_dir),
+        healthy first, then `tern edge --nodes` on our port, healthy (its node
+        link up). self.proc is then a _Pair (poll/returncode/pid of both)."""
+        last_err = ""
+        for attempt in range(3):
+            fixed_node = self.node_port is not None
+            if not fixed_node:
+                self.node_port = free_port()
+            self.port = fixed_port or free_port()
+            self.starts += 1
+            node, node_err = self._spawn(self.node_command(), "node-stderr")
+            self.stderr_path = node_err
+            self.proc = _Pair(None, node)
+            if not self.wait_healthy("http://%s:%d" % (HOST, self.node_port)):
+                last_err = _read(node_err)
+                self._kill_split()
+                if fixed_node or "in use" not in last_err.lower():
+                    raise TestFailure("tern node did not become healthy within %ss (or exited); stderr: %s"
+                                      % (START_S, last_err[-2000:]))
+                self.node_port = None
+                continue
+            edge, edge_err = self._spawn(self.edge_command(), "stderr")
+            self.proc = _Pair(edge, node)
+            self.stderr_path = edge_err
+            if self.wait_healthy():
+                return self
+            last_err = "edge: %s\nnode: %s" % (_read(edge_err)[-2000:], _read(node_err)[-1000:])
+            edge_rc = edge.poll()
+            self._kill_split()
+            if edge_rc is None or fixed_port or "in use" not in last_err.lower():
+                raise TestFailure("tern edge did not become healthy within %ss (or exited %r); %s"
+                                  % (START_S, edge_rc, last_err))
+        raise TestFailure("split mode: could not start; %s" % last_err[-3000:])
+
+    def _kill_split(self):
+        pair = self.proc
+        self.proc = None
+        if pair is None:
+            return
+        for p in (pair.edge, pair.node):
+            if p is not None and p.poll() is None:
+                os.kill(p.pid, signal.SIGKILL)
+            if p is not None:
+                p.wait(timeout=STOP_S)
+
+    def _stop_split(self, sig, timeout, expect_rc, send):
+        """Edge first (sig, unless send=False: already signalled), then the node (sig)."""
+        pair = self.proc
+        rcs = []
+        for p, what, do_send in ((pair.edge, "tern edge", send), (pair.node, "tern node", True)):
+            if p is None:
+                continue
+            if do_send and p.poll() is None:
+                os.kill(p.pid, sig)
+            try:
+                rc = p.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._kill_split()
+                raise TestFailure("%s did not exit within %ss of signal %d; stderr tail: %s"
+                                  % (what, timeout, sig, self.stderr()[-3000:]))
+            rcs.append((what, rc))
+        self.proc = None
+        for what, rc in rcs:
+            if expect_rc is not None and rc != expect_rc:
+                raise TestFailure("%s exited %r after signal %d, want %r; stderr tail: %s"
+                                  % (what, rc, sig, expect_rc, self.stderr()[-3000:]))
+        return rcs[0][1] if rcs else None
+
+    def wait_healthy(self, base=None):
         deadline = time.monotonic() + START_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 return False
             try:
-                with urllib.request.urlopen(self.base + "/healthz", timeout=2) as r:
+                with urllib.request.urlopen((base or self.base) + "/healthz", timeout=2) as r:
                     if r.status == 200:
                         return True
             except (urllib.error.URLError, ConnectionError, OSError):
@@ -174,6 +272,10 @@ class Server:
         return False
 
     def stderr(self):
+        """stderr of the current (or last) start; in split mode the edge's, then the node's."""
+        if self.mode == "split":
+            return "\n".join(_read(os.path.join(self.own_tmp, "%s.%d.log" % (t, self.starts)))
+                             for t in ("stderr", "node-stderr"))
         if not self.stderr_path or not os.path.exists(self.stderr_path):
             return ""
         with open(self.stderr_path, "rb") as f:
@@ -182,10 +284,10 @@ class Server:
     def all_stderr(self):
         out = []
         for i in range(1, self.starts + 1):
-            p = os.path.join(self.own_tmp, "stderr.%d.log" % i)
-            if os.path.exists(p):
-                with open(p, "rb") as f:
-                    out.append(f.read().decode("utf-8", "replace"))
+            for tag in (("stderr", "node-stderr") if self.mode == "split" else ("stderr",)):
+                p = os.path.join(self.own_tmp, "%s.%d.log" % (tag, i))
+                if os.path.exists(p):
+                    out.append(_read(p))
         return "\n".join(out)
 
     def send_signal(self, sig):
@@ -197,6 +299,8 @@ class Server:
         waits; asserts the exit code. Returns it."""
         if self.proc is None:
             return None
+        if self.mode == "split":
+            return self._stop_split(sig, timeout, expect_rc, send)
         proc = self.proc
         if send and proc.poll() is None:
             os.kill(proc.pid, sig)
@@ -218,11 +322,15 @@ class Server:
         """SIGKILL by PID: a crash, nothing drained."""
         if self.proc is None:
             return
+        if self.mode == "split":
+            return self._kill_split()
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=STOP_S)
         self.proc = None
 
     def cleanup(self):
+        if self.mode == "split":
+            self._kill_split()
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
@@ -279,6 +387,37 @@ class Server:
             out.extend(msgs)
             after = msgs[-1]["seq"]
         return out
+
+
+def _read(path):
+    if not path or not os.path.exists(path):
+        return ""
+    with open(path, "rb") as f:
+        return f.read().decode("utf-8", "replace")
+
+
+class _Pair:
+    """Split mode's self.proc: the edge and the node as one process for the
+    checks tests make (poll() and returncode: the first exit of either; pid:
+    the edge's, which serves the clients)."""
+
+    def __init__(self, edge, node):
+        self.edge = edge
+        self.node = node
+
+    def poll(self):
+        for p in (self.edge, self.node):
+            if p is not None and p.poll() is not None:
+                return p.returncode
+        return None
+
+    @property
+    def returncode(self):
+        return self.poll()
+
+    @property
+    def pid(self):
+        return (self.edge or self.node).pid
 
 
 class Shared:
