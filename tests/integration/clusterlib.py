@@ -141,7 +141,7 @@ class Proc:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def signal(self, sig):
+    def send_signal(self, sig):
         check(self.proc is not None, "%s not running" % self.name)
         os.kill(self.proc.pid, sig)
 
@@ -496,10 +496,38 @@ async def _flood(url, prefix, seconds, conns, window, max_count):
             except Exception:
                 pass
 
+    def rest_worker(i):
+        """REST batches of 100 publishes on one keep-alive connection."""
+        import http.client
+        host, _, port = url.split("//", 1)[1].split("/", 1)[0].partition(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        body = json.dumps([{"data": {"r": i, "pad": "y" * 200}}] * 100)
+        path = "/v1/channels/%s/messages" % urllib.parse.quote("%s:rest%d" % (prefix, i % 4), safe="")
+        try:
+            while time.monotonic() < deadline and budget[0] > 0:
+                budget[0] -= 100
+                conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+                r = conn.getresponse()
+                r.read()
+                if r.status == 201:
+                    stats["ok"] += 100
+                else:
+                    k = "http%d" % r.status
+                    stats["errors"][k] = stats["errors"].get(k, 0) + 1
+        except OSError as e:
+            stats["errors"]["rest_" + type(e).__name__] = stats["errors"].get("rest_" + type(e).__name__, 0) + 1
+        finally:
+            conn.close()
+
     t0 = time.monotonic()
-    await asyncio.gather(*(one(i) for i in range(conns)))
+    loop = asyncio.get_running_loop()
+    rest = [loop.run_in_executor(None, rest_worker, i) for i in range(REST_THREADS)]
+    await asyncio.gather(*(one(i) for i in range(conns)), *rest)
     stats["elapsed"] = round(time.monotonic() - t0, 2)
     return stats
+
+
+REST_THREADS = 3  # per load generator, beside the WebSocket publishers
 
 
 def start_flood(ws_url, prefix, seconds, conns, window, max_count):

@@ -95,7 +95,7 @@ async def test_edge_sigterm_closes_clients_1001():
         clients = [await Client.connect(e.ws_url) for _ in range(3)]
         await clients[0].subscribe(ch)
         await clients[1].publish(ch, 1)
-        e.signal(signal.SIGTERM)
+        e.send_signal(signal.SIGTERM)
         for i, c in enumerate(clients):
             _, code, reason = await c.expect_close(timeout=10)
             check_eq(code, 1001, "client %d: close code on edge SIGTERM (reason %r)" % (i, reason))

@@ -120,7 +120,7 @@ async def test_sigstop_node_detected_then_recovered_without_gap():
         check_eq(seqs, list(range(1, oks[-1] + 1)), "subscriber before the stop")
 
         t0 = time.monotonic()
-        node.signal(signal.SIGSTOP)
+        node.send_signal(signal.SIGSTOP)
         try:
             ws_task = asyncio.ensure_future(timed(pub.call("publish", timeout=15, channel=ch, data="during-stop")))
             probes = await Q.in_thread(probe_loop, e, ch, t0, timeout_s + 4)
@@ -157,7 +157,7 @@ async def test_sigstop_node_detected_then_recovered_without_gap():
             check(down_lines(e.stderr(), node), "edge logs 'tern: node %s down: <reason>'" % node.addr,
                   e.stderr()[-1500:])
         finally:
-            node.signal(signal.SIGCONT)
+            node.send_signal(signal.SIGCONT)
         t_cont = time.monotonic()
         # Recovery: REST publish ok again within a few seconds.
         rec = None
