@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -39,7 +40,8 @@ struct fx {
 	struct broker *b;
 	struct node_svc *svc;
 	tern_link *cli;
-	int cli_closed, drained;
+	int cli_closed, drained, drain_started;
+	int64_t clock_ms; /* added to the wall clock for the broker: tests age history */
 };
 
 static void on_wake(uv_async_t *a) { broker_poll(((struct fx *)a->data)->b); }
@@ -57,6 +59,13 @@ static void cli_close(tern_link *l, const link_status *st, void *ud)
 	((struct fx *)ud)->cli_closed = 1;
 }
 
+static int64_t fx_clock(void *arg)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000 + ((struct fx *)arg)->clock_ms;
+}
+
 static void wait_for(struct fx *f, const int *flag)
 {
 	uint64_t end = uv_now(&f->loop) + WAIT_MS;
@@ -66,7 +75,7 @@ static void wait_for(struct fx *f, const int *flag)
 	}
 }
 
-static void fx_init(struct fx *f)
+static void fx_init_hist(struct fx *f, uint32_t history_messages)
 {
 	memset(f, 0, sizeof(*f));
 	ASSERT(uv_loop_init(&f->loop) == 0);
@@ -82,8 +91,9 @@ static void fx_init(struct fx *f)
 	f->cfg.log_calls = TERN_LOG_CALLS_ERRORS;
 	char why[256];
 	struct broker_config bc = {.data_dir = f->dir, .max_message_bytes = 65536,
-				   .history_messages = 1000, .history_age_ms = 3600000,
-				   .idem_window_ms = 60000, .notify = notify, .notify_arg = &f->wake};
+				   .history_messages = history_messages, .history_age_ms = 3600000,
+				   .idem_window_ms = 60000, .notify = notify, .notify_arg = &f->wake,
+				   .now_ms = fx_clock, .clock_arg = f};
 	ASSERT(broker_open(&f->b, &bc, why, sizeof(why)) == 0);
 	struct node_svc_config sc = {.loop = &f->loop, .broker = f->b, .cfg = &f->cfg,
 				     .log = stderr};
@@ -96,13 +106,17 @@ static void fx_init(struct fx *f)
 	ASSERT(link_dial(&f->loop, &cc, "127.0.0.1", node_svc_port(f->svc), &f->cli) == 0);
 }
 
+static void fx_init(struct fx *f) { fx_init_hist(f, 1000); }
+
 static void on_drained(void *arg) { ((struct fx *)arg)->drained = 1; }
 
 static void fx_done(struct fx *f)
 {
-	link_close(f->cli, NULL);
+	if (!f->cli_closed)
+		link_close(f->cli, NULL);
 	wait_for(f, &f->cli_closed);
-	node_svc_drain(f->svc, 1000, on_drained, f);
+	if (!f->drain_started)
+		node_svc_drain(f->svc, 1000, on_drained, f);
 	wait_for(f, &f->drained);
 	ASSERT(node_svc_links(f->svc, LINK_PLANE_DATA) == 0);
 	node_svc_free(f->svc);
@@ -484,6 +498,120 @@ static void test_queue(void **state)
 	fx_done(&f);
 }
 
+static void on_swept(void *arg, int err)
+{
+	ASSERT(err == 0);
+	*(int *)arg = 1;
+}
+
+/* from_seq below what history holds: GAP with the first seq held, then those messages. */
+static void test_subscribe_gap(void **state)
+{
+	(void)state;
+	struct fx f;
+	fx_init_hist(&f, 2);
+	for (int i = 0; i < 5; i++)
+		publish(&f, "g:1", "1");
+	int swept = 0;
+	f.clock_ms += 3600000 + 1000; /* retention keeps 2 messages or an hour */
+	ASSERT(broker_sweep(f.b, on_swept, &swept) == 0);
+	wait_for(&f, &swept);
+	struct sub_rec s;
+	memset(&s, 0, sizeof(s));
+	link_call *c;
+	ASSERT(link_call_start(f.cli, DATA, "Subscribe", NULL, &sub_cbs, &s, &c) == 0);
+	sub_add(c, "g:1", 1, 1);
+	wait_events(&f, &s, 4);
+	ASSERT(s.kind[0] == TERN__DATA__SUBSCRIBE_EVENT__KIND__KIND_ATTACHED && s.seq[0] == 5);
+	ASSERT(s.kind[1] == TERN__DATA__SUBSCRIBE_EVENT__KIND__KIND_GAP && s.seq[1] == 4);
+	ASSERT(s.kind[2] == TERN__DATA__SUBSCRIBE_EVENT__KIND__KIND_MESSAGE && s.seq[2] == 4);
+	ASSERT(s.kind[3] == TERN__DATA__SUBSCRIBE_EVENT__KIND__KIND_MESSAGE && s.seq[3] == 5);
+	link_call_cancel(c);
+	wait_for(&f, &s.done);
+	fx_done(&f);
+}
+
+struct hb_rec {
+	int n, done, code, retryable;
+	uint64_t seq, sent_us;
+	char id[16];
+};
+
+static void hb_msg(link_call *c, const ProtobufCMessage *m, void *ud)
+{
+	(void)c;
+	struct hb_rec *h = ud;
+	const Tern__Control__Heartbeat *hb = (const void *)m;
+	h->n++;
+	h->seq = hb->seq;
+	h->sent_us = hb->sent_us;
+	snprintf(h->id, sizeof(h->id), "%s", hb->id);
+}
+
+static void hb_done(link_call *c, const link_status *st, void *ud)
+{
+	(void)c;
+	struct hb_rec *h = ud;
+	h->done = 1;
+	h->code = st->code;
+	h->retryable = st->retryable;
+}
+
+static const link_call_cbs hb_cbs = {.on_msg = hb_msg, .on_done = hb_done};
+
+static void sub_done_retryable(link_call *c, const link_status *st, void *ud)
+{
+	sub_done(c, st, ud);
+	ASSERT(st->retryable);
+}
+
+/* Drain ends the streams (UNAVAILABLE, retryable), the link goes, done runs well before the
+ * grace. Heartbeats echo and Stats count on the way. */
+static void test_drain(void **state)
+{
+	(void)state;
+	struct fx f;
+	fx_init(&f);
+	struct hb_rec h;
+	memset(&h, 0, sizeof(h));
+	link_call *hc;
+	ASSERT(link_call_start(f.cli, CONTROL, "Heartbeats", NULL, &hb_cbs, &h, &hc) == 0);
+	Tern__Control__Heartbeat hb = TERN__CONTROL__HEARTBEAT__INIT;
+	hb.id = "e1";
+	hb.seq = 7;
+	hb.sent_us = 12345;
+	ASSERT(link_call_send(hc, &hb.base) == 0);
+	wait_for(&f, &h.n);
+	ASSERT(h.seq == 7 && h.sent_us == 12345 && strcmp(h.id, "n1") == 0);
+
+	static const link_call_cbs cbs = {.on_msg = sub_msg, .on_done = sub_done_retryable};
+	struct sub_rec s;
+	memset(&s, 0, sizeof(s));
+	link_call *c;
+	ASSERT(link_call_start(f.cli, DATA, "Subscribe", NULL, &cbs, &s, &c) == 0);
+	sub_add(c, "d:1", 0, 1);
+	wait_events(&f, &s, 1);
+	ASSERT(node_svc_links(f.svc, LINK_PLANE_DATA) == 1);
+
+	Tern__Control__StatsRequest sr = TERN__CONTROL__STATS_REQUEST__INIT;
+	struct ures r;
+	call(&f, CONTROL, "Stats", &sr.base, &r);
+	ASSERT(r.code == LINK_OK && ((Tern__Control__StatsResponse *)r.resp)->links == 1);
+	ures_free(&r);
+
+	uint64_t t0 = uv_now(&f.loop);
+	f.drain_started = 1;
+	node_svc_drain(f.svc, 5000, on_drained, &f);
+	wait_for(&f, &s.done);
+	ASSERT(s.code == LINK_UNAVAILABLE);
+	wait_for(&f, &h.done);
+	ASSERT(h.code == LINK_UNAVAILABLE && h.retryable);
+	wait_for(&f, &f.drained);
+	wait_for(&f, &f.cli_closed);
+	ASSERT(uv_now(&f.loop) - t0 < 2000);
+	fx_done(&f);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -491,6 +619,8 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_bad_requests),
 		cmocka_unit_test(test_subscribe),
 		cmocka_unit_test(test_queue),
+		cmocka_unit_test(test_subscribe_gap),
+		cmocka_unit_test(test_drain),
 	};
 	if (argc > 1)
 		cmocka_set_test_filter(argv[1]);
