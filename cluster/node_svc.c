@@ -88,6 +88,10 @@ struct pending {
 
 static struct pending *pending_new(link_call *c)
 {
+	if (link_call_ud(c)) { /* a second request on a unary call: the first one is pending */
+		node_fail(c, TERN_EBADREQ, "one request per call");
+		return NULL;
+	}
 	struct pending *p = calloc(1, sizeof(*p));
 	if (!p) {
 		node_fail(c, TERN_EUNAVAIL, "out of memory");

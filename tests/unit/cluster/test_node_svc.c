@@ -612,6 +612,59 @@ static void test_drain(void **state)
 	fx_done(&f);
 }
 
+static void pull_done(link_call *c, const link_status *st, void *ud)
+{
+	(void)c;
+	int *code = ud;
+	*code = st->code + 100;
+}
+
+static const link_call_cbs pull_cbs = {.on_done = pull_done};
+
+static void on_timer(uv_timer_t *t) { *(int *)t->data = 1; }
+
+/* An edge that cancels a waiting Pull withdraws it: a later message is not taken by it. */
+static void test_pull_cancel(void **state)
+{
+	(void)state;
+	struct fx f;
+	fx_init(&f);
+	int code = 0, fired = 0;
+	link_call *c;
+	Tern__Data__PullRequest p = TERN__DATA__PULL_REQUEST__INIT;
+	p.queue = "work";
+	p.max = 1;
+	p.wait_ms = 10000;
+	ASSERT(link_call_start(f.cli, DATA, "Pull", NULL, &pull_cbs, &code, &c) == 0);
+	ASSERT(link_call_send(c, &p.base) == 0);
+	ASSERT(link_call_close_send(c) == 0);
+	uv_timer_t t;
+	uv_timer_init(&f.loop, &t);
+	t.data = &fired;
+	uv_timer_start(&t, on_timer, 100, 0);
+	wait_for(&f, &fired);
+	link_call_cancel(c);
+	wait_for(&f, &code);
+	ASSERT(code == 100 + LINK_CANCELLED);
+	fired = 0;
+	uv_timer_start(&t, on_timer, 100, 0); /* the cancel reaches the node */
+	wait_for(&f, &fired);
+	uv_close((uv_handle_t *)&t, NULL);
+
+	Tern__Data__EnqueueRequest e = TERN__DATA__ENQUEUE_REQUEST__INIT;
+	e.queue = "work";
+	e.data.data = (uint8_t *)"1";
+	e.data.len = 1;
+	struct ures r;
+	call(&f, DATA, "Enqueue", &e.base, &r);
+	ures_free(&r);
+	p.wait_ms = 0;
+	call(&f, DATA, "Pull", &p.base, &r);
+	ASSERT(r.code == LINK_OK && ((Tern__Data__PullResponse *)r.resp)->n_deliveries == 1);
+	ures_free(&r);
+	fx_done(&f);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -621,6 +674,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_queue),
 		cmocka_unit_test(test_subscribe_gap),
 		cmocka_unit_test(test_drain),
+		cmocka_unit_test(test_pull_cancel),
 	};
 	if (argc > 1)
 		cmocka_set_test_filter(argv[1]);
