@@ -665,6 +665,74 @@ static void test_pull_cancel(void **state)
 	fx_done(&f);
 }
 
+struct behind_rec {
+	int done, code, retryable;
+	char msg[128];
+};
+
+static void behind_done(link_call *c, const link_status *st, void *ud)
+{
+	(void)c;
+	struct behind_rec *b = ud;
+	b->done = 1;
+	b->code = st->code;
+	b->retryable = st->retryable;
+	snprintf(b->msg, sizeof(b->msg), "%s", st->message ? st->message : "");
+}
+
+static void pub_counted(link_call *c, const link_status *st, const ProtobufCMessage *resp,
+			void *ud)
+{
+	(void)c;
+	(void)resp;
+	ASSERT(st->code == LINK_OK);
+	(*(int *)ud)++;
+}
+
+/* An edge that stops reading its Subscribe stream gets it ended, retryable, once the node's
+ * send queue for it is full: the node never buffers without bound. */
+static void test_subscribe_behind(void **state)
+{
+	(void)state;
+	struct fx f;
+	fx_init(&f);
+	static const link_call_cbs cbs = {.on_done = behind_done};
+	struct behind_rec b;
+	memset(&b, 0, sizeof(b));
+	link_call *c;
+	ASSERT(link_call_start(f.cli, DATA, "Subscribe", NULL, &cbs, &b, &c) == 0);
+	sub_add(c, "flood", 0, 1);
+	link_call_pause(c, 1);
+	static char data[60000];
+	memset(data, '7', sizeof(data));
+	Tern__Data__PublishRequest req = TERN__DATA__PUBLISH_REQUEST__INIT;
+	Tern__Data__Message m = TERN__DATA__MESSAGE__INIT;
+	Tern__Data__Message *mp = &m;
+	req.channel = "flood";
+	req.messages = &mp;
+	req.n_messages = 1;
+	m.data.data = (uint8_t *)data;
+	m.data.len = sizeof(data);
+	int published = 0;
+	/* 8 MiB send queue + 1 MiB stream window: 200 x 60 kB is well past both. */
+	for (int i = 0; i < 200; i++) {
+		ASSERT(link_unary(f.cli, DATA, "Publish", &req.base, NULL, pub_counted, &published) == 0);
+		if (i % 50 == 49)
+			while (published <= i - 10)
+				uv_run(&f.loop, UV_RUN_ONCE);
+	}
+	uint64_t end = uv_now(&f.loop) + WAIT_MS;
+	while (published < 200 || !b.done) {
+		ASSERT(uv_now(&f.loop) < end);
+		uv_run(&f.loop, UV_RUN_ONCE);
+		if (published == 200)
+			link_call_pause(c, 0); /* read what was queued, then the status */
+	}
+	ASSERT(b.code == LINK_UNAVAILABLE && b.retryable);
+	ASSERT(strcmp(b.msg, "subscription stream behind") == 0);
+	fx_done(&f);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -675,6 +743,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test(test_subscribe_gap),
 		cmocka_unit_test(test_drain),
 		cmocka_unit_test(test_pull_cancel),
+		cmocka_unit_test(test_subscribe_behind),
 	};
 	if (argc > 1)
 		cmocka_set_test_filter(argv[1]);
