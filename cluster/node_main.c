@@ -16,6 +16,9 @@
 #include "tern_limits.h"
 #ifdef TERN_HAVE_PORTMUX
 #include "portmux.h"
+#define NODE_SERVES "links and HTTP (/healthz, /metrics)"
+#else
+#define NODE_SERVES "links (no ops HTTP: this build has no portmux.c)"
 #endif
 
 /* Calls in flight get this long to finish after SIGTERM before their links are closed. */
@@ -252,9 +255,9 @@ static void start_loop(struct node *n)
 	uv_signal_start(&n->sigterm, on_signal, SIGTERM);
 	uv_signal_start(&n->sigint, on_signal, SIGINT);
 	fprintf(stderr,
-		"tern %s node %s region %s: links and HTTP (/healthz, /metrics) on %s:%d, data in %s, "
-		"store sync %s\n",
-		TERN_VERSION, n->cfg.node_id, n->cfg.region, n->host, n->port, n->cfg.data_dir,
+		"tern %s node %s region %s: %s on %s:%d, data in %s, store sync %s\n",
+		TERN_VERSION, n->cfg.node_id, n->cfg.region, NODE_SERVES, n->host, n->port,
+		n->cfg.data_dir,
 		n->cfg.store_sync_full ? "full" : "normal");
 }
 

@@ -88,6 +88,10 @@ struct pending {
 
 static struct pending *pending_new(link_call *c)
 {
+	if (link_call_ud(c)) { /* a second request on a unary call: the first one is pending */
+		node_fail(c, TERN_EBADREQ, "one request per call");
+		return NULL;
+	}
 	struct pending *p = calloc(1, sizeof(*p));
 	if (!p) {
 		node_fail(c, TERN_EUNAVAIL, "out of memory");
@@ -808,8 +812,15 @@ void node_svc_drain(struct node_svc *s, uint64_t grace_ms, void (*done)(void *ar
 		link_call_fail(h->c, LINK_UNAVAILABLE, "node draining", 1);
 	}
 	broker_pulls_release(s->broker);
-	for (size_t i = 0; i < s->nlinks; i++)
-		link_drain(s->links[i].l);
+	/* A link still in its handshake carries no call: close it rather than wait for its
+	 * handshake timeout. link_close defers on_close, so the array holds still. */
+	link_status st = {.code = LINK_UNAVAILABLE, .retryable = 1, .message = "node draining"};
+	for (size_t i = 0; i < s->nlinks; i++) {
+		if (link_peer(s->links[i].l))
+			link_drain(s->links[i].l);
+		else
+			link_close(s->links[i].l, &st);
+	}
 	uv_timer_init(s->loop, &s->grace);
 	s->grace.data = s;
 	s->timer_on = true;

@@ -295,7 +295,10 @@ static void on_sub_msg(link_call *c, const ProtobufCMessage *m, void *ud)
 		else if (pos->add)
 			chan_add(ss, pos, len);
 		else if (ch)
-			chan_drop(ch);
+			chan_detach(ch, 0, NULL); /* the remove's ack: DETACHED without error */
+		else /* acked even when already gone, so the edge can count its removes */
+			sub_send_notice(ss, pos->channel, TERN__DATA__SUBSCRIBE_EVENT__KIND__KIND_DETACHED,
+					0, 0, NULL);
 	}
 }
 

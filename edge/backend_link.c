@@ -21,6 +21,13 @@
 
 struct bnode;
 
+/* Where calls about a name go: its owner node, and the data link its calls share. */
+struct route {
+	struct bnode *n;
+	unsigned k;
+};
+
+
 /* The Subscribe stream of one data link: carries every channel placed on it. */
 struct sstream {
 	struct bnode *n;
@@ -42,7 +49,6 @@ struct bnode {
 	link_call *hb;	       /* Heartbeats stream */
 	bool up;	       /* hello answered on a usable control link, no goaway */
 	bool hello_pending;
-	unsigned rr;
 	uint64_t hb_seq, hb_count, rtt_us, rtt_max_us, down_total, up_total;
 };
 
@@ -85,6 +91,7 @@ struct backend_sub {
 struct backend_consumer {
 	struct list link; /* in bnode.consumers */
 	struct bnode *n;
+	struct route r;
 	link_call *call;
 	broker_deliver_fn fn; /* NULL once cancelled */
 	void *arg;
@@ -157,16 +164,25 @@ static unsigned link_index(const struct backend_link *bl, const char *name, size
 	return (unsigned)((hmap_hash(name, len) >> 17) % bl->k);
 }
 
+static struct route route_of(struct backend_link *bl, const char *name, size_t len)
+{
+	return (struct route){place(bl, name, len), link_index(bl, name, len)};
+}
+
 static void next_trace(struct backend_link *bl, char *buf, size_t cap)
 {
 	snprintf(buf, cap, "%08" PRIx32 "%08" PRIx64, bl->trace_prefix, ++bl->trace_seq);
 }
 
-/* Starts a call to the node on one of its usable data links (round robin; the next one when a
- * link's stream cap is reached). Returns 0 or a Tern error (50300: the node is down). */
-static int start_call(struct bnode *n, const char *method, uint64_t timeout_us,
+/* Starts a call to the node on one of its usable data links: link k first (calls about one
+ * name all take the same link, so they reach the node in the order they were made), the next
+ * ones when it is down or its stream cap is reached. Returns 0 or a Tern error (50300: the node
+ * is down). */
+static int start_call(struct route r, const char *method, uint64_t timeout_us,
 		      const link_call_cbs *cbs, void *ud, link_call **out)
 {
+	struct bnode *n = r.n;
+	unsigned k = r.k;
 	struct backend_link *bl = n->bl;
 	if (!n->up || bl->closing)
 		return TERN_EUNAVAIL;
@@ -174,7 +190,7 @@ static int start_call(struct bnode *n, const char *method, uint64_t timeout_us,
 	next_trace(bl, tid, sizeof(tid));
 	link_call_opts o = {.timeout_us = timeout_us, .trace_id = tid};
 	for (unsigned i = 0; i < bl->k; i++) {
-		tern_link *l = link_dialer_link(n->data[n->rr++ % bl->k]);
+		tern_link *l = link_dialer_link(n->data[(k + i) % bl->k]);
 		if (!l)
 			continue;
 		int rc = link_call_start(l, DATA_SVC, method, &o, cbs, ud, out);
@@ -187,11 +203,11 @@ static int start_call(struct bnode *n, const char *method, uint64_t timeout_us,
 }
 
 /* A unary call: start, send req, half-close. */
-static int unary(struct bnode *n, const char *method, const ProtobufCMessage *req,
+static int unary(struct route r, const char *method, const ProtobufCMessage *req,
 		 uint64_t timeout_us, const link_call_cbs *cbs, void *ud, link_call **out)
 {
 	link_call *c;
-	int rc = start_call(n, method, timeout_us, cbs, ud, &c);
+	int rc = start_call(r, method, timeout_us, cbs, ud, &c);
 	if (rc != 0)
 		return rc;
 	if (link_call_send(c, req) != 0 || link_call_close_send(c) != 0) {
@@ -226,14 +242,23 @@ static struct tern_msg *msg_from(const Tern__Data__Message *pm)
 	return m;
 }
 
-/* NUL-terminated copy of a length-delimited name, on the stack of the caller (names are
- * bounded by TERN_NAME_MAX_BYTES). */
+/* A NUL-terminated copy of a length-delimited string for a protobuf string field. A string
+ * holding NUL cannot travel as one (it would arrive cut short), nor is it a valid name. */
+static int cstr(char *dst, size_t cap, const char *src, size_t len)
+{
+	if (len >= cap || (len && memchr(src, 0, len)))
+		return -1;
+	if (len)
+		memcpy(dst, src, len);
+	dst[len] = 0;
+	return 0;
+}
+
+/* var: a name copied for a request; a bad one ends the calling op with 40001. */
 #define NAME_BUF(var, p, len)                                                    \
-	char var[TERN_NAME_MAX_BYTES + 1];                                             \
-	if ((len) > TERN_NAME_MAX_BYTES)                                               \
-		return TERN_EBADNAME;                                            \
-	memcpy(var, (p), (len));                                                 \
-	var[(len)] = 0
+	char var[TERN_NAME_MAX_BYTES + 1];                                       \
+	if (cstr(var, sizeof(var), (p), (len)) != 0)                             \
+	return TERN_EBADNAME
 
 /* --- publish, enqueue --------------------------------------------------------------------- */
 
@@ -261,7 +286,7 @@ static void pub_done(link_call *c, const link_status *st, void *ud)
 
 static const link_call_cbs pub_cbs = {.on_done = pub_done};
 
-static int start_pub(struct bnode *n, const char *method, const ProtobufCMessage *req,
+static int start_pub(struct route r, const char *method, const ProtobufCMessage *req,
 		     broker_pub_cb cb, void *arg, const char **why)
 {
 	struct pub_ctx *p = malloc(sizeof(*p));
@@ -271,7 +296,7 @@ static int start_pub(struct bnode *n, const char *method, const ProtobufCMessage
 	}
 	p->cb = cb;
 	p->arg = arg;
-	int rc = unary(n, method, req, CALL_TIMEOUT_US, &pub_cbs, p, NULL);
+	int rc = unary(r, method, req, CALL_TIMEOUT_US, &pub_cbs, p, NULL);
 	if (rc != 0) {
 		free(p);
 		*why = "the node owning this name is unavailable";
@@ -284,16 +309,13 @@ static int k_publish(void *be, const struct broker_pub *bp, broker_pub_cb cb, vo
 {
 	struct backend_link *bl = be;
 	NAME_BUF(chan, bp->chan, bp->chan_len);
-	char name[TERN_NAME_MAX_BYTES + 1] = "";
+	char name[TERN_EVENT_NAME_MAX_BYTES + 1] = "";
 	char idem[TERN_IDEM_KEY_MAX_BYTES + 1] = "";
-	if ((bp->name && bp->name_len > TERN_NAME_MAX_BYTES) || (bp->idem_key && bp->idem_len > TERN_IDEM_KEY_MAX_BYTES)) {
-		*why = "event name or idempotency key too long";
+	if ((bp->name && cstr(name, sizeof(name), bp->name, bp->name_len) != 0) ||
+	    (bp->idem_key && cstr(idem, sizeof(idem), bp->idem_key, bp->idem_len) != 0)) {
+		*why = "bad event name or idempotency key";
 		return TERN_EBADREQ;
 	}
-	if (bp->name)
-		memcpy(name, bp->name, bp->name_len), name[bp->name_len] = 0;
-	if (bp->idem_key)
-		memcpy(idem, bp->idem_key, bp->idem_len), idem[bp->idem_len] = 0;
 	Tern__Data__Message m = TERN__DATA__MESSAGE__INIT;
 	m.channel = chan;
 	m.name = name;
@@ -307,7 +329,7 @@ static int k_publish(void *be, const struct broker_pub *bp, broker_pub_cb cb, vo
 	req.n_messages = 1;
 	req.messages = ms;
 	req.idempotency_key = idem;
-	return start_pub(place(bl, chan, bp->chan_len), "Publish", &req.base, cb, arg, why);
+	return start_pub(route_of(bl, chan, bp->chan_len), "Publish", &req.base, cb, arg, why);
 }
 
 static int k_enqueue(void *be, const struct broker_enq *e, broker_pub_cb cb, void *arg,
@@ -316,19 +338,17 @@ static int k_enqueue(void *be, const struct broker_enq *e, broker_pub_cb cb, voi
 	struct backend_link *bl = be;
 	NAME_BUF(queue, e->queue, e->queue_len);
 	char idem[TERN_IDEM_KEY_MAX_BYTES + 1] = "";
-	if (e->idem_key && e->idem_len > TERN_IDEM_KEY_MAX_BYTES) {
-		*why = "idempotency key too long";
+	if (e->idem_key && cstr(idem, sizeof(idem), e->idem_key, e->idem_len) != 0) {
+		*why = "bad idempotency key";
 		return TERN_EBADREQ;
 	}
-	if (e->idem_key)
-		memcpy(idem, e->idem_key, e->idem_len), idem[e->idem_len] = 0;
 	Tern__Data__EnqueueRequest req = TERN__DATA__ENQUEUE_REQUEST__INIT;
 	req.queue = queue;
 	req.data.data = (uint8_t *)e->data;
 	req.data.len = e->data_len;
 	req.encoding = enc_name(e->enc);
 	req.idempotency_key = idem;
-	return start_pub(place(bl, queue, e->queue_len), "Enqueue", &req.base, cb, arg, why);
+	return start_pub(route_of(bl, queue, e->queue_len), "Enqueue", &req.base, cb, arg, why);
 }
 
 /* --- subscriptions -------------------------------------------------------------------------- */
@@ -499,7 +519,7 @@ static int k_subscribe(void *be, const char *chan, size_t len, uint32_t clients,
 		       struct backend_sub **out)
 {
 	struct backend_link *bl = be;
-	if (len > TERN_NAME_MAX_BYTES)
+	if (len > TERN_NAME_MAX_BYTES || memchr(chan, 0, len))
 		return TERN_EBADNAME;
 	struct bnode *n = place(bl, chan, len);
 	struct sstream *ss = &n->ss[link_index(bl, chan, len)];
@@ -599,7 +619,7 @@ static void hist_done(link_call *c, const link_status *st, void *ud)
 	free(x);
 }
 
-static int start_cb_call(struct bnode *n, const char *method, const ProtobufCMessage *req,
+static int start_cb_call(struct route r, const char *method, const ProtobufCMessage *req,
 			 const link_call_cbs *cbs, void (*fn)(void), void *arg)
 {
 	struct cb_ctx *x = malloc(sizeof(*x));
@@ -607,7 +627,7 @@ static int start_cb_call(struct bnode *n, const char *method, const ProtobufCMes
 		return TERN_EUNAVAIL;
 	x->fn = fn;
 	x->arg = arg;
-	int rc = unary(n, method, req, CALL_TIMEOUT_US, cbs, x, NULL);
+	int rc = unary(r, method, req, CALL_TIMEOUT_US, cbs, x, NULL);
 	if (rc != 0)
 		free(x);
 	return rc;
@@ -625,7 +645,7 @@ static int k_history(void *be, const struct broker_hist *h, broker_hist_cb cb, v
 	req.before_seq = h->before_seq;
 	req.limit = h->limit;
 	req.backwards = h->backwards;
-	return start_cb_call(place(bl, chan, h->chan_len), "History", &req.base, &hist_cbs,
+	return start_cb_call(route_of(bl, chan, h->chan_len), "History", &req.base, &hist_cbs,
 			     (void (*)(void))cb, arg);
 }
 
@@ -650,7 +670,7 @@ static int k_channel_info(void *be, const char *chan_p, size_t len, info_cb cb, 
 	NAME_BUF(chan, chan_p, len);
 	Tern__Data__ChannelInfoRequest req = TERN__DATA__CHANNEL_INFO_REQUEST__INIT;
 	req.channel = chan;
-	return start_cb_call(place(bl, chan, len), "ChannelInfo", &req.base, &info_cbs,
+	return start_cb_call(route_of(bl, chan, len), "ChannelInfo", &req.base, &info_cbs,
 			     (void (*)(void))cb, arg);
 }
 
@@ -718,7 +738,7 @@ static int cons_open(struct backend_consumer *c)
 {
 	if (c->call || c->failed)
 		return 0;
-	int rc = start_call(c->n, "Consume", 0, &cons_cbs, c, &c->call);
+	int rc = start_call(c->r, "Consume", 0, &cons_cbs, c, &c->call);
 	if (rc != 0)
 		return rc;
 	Tern__Data__ConsumeRequest req = TERN__DATA__CONSUME_REQUEST__INIT;
@@ -733,7 +753,7 @@ static int k_consume(void *be, const char *queue, size_t len, uint32_t prefetch,
 		     broker_deliver_fn fn, void *arg, struct backend_consumer **out)
 {
 	struct backend_link *bl = be;
-	if (len > TERN_NAME_MAX_BYTES)
+	if (len > TERN_NAME_MAX_BYTES || memchr(queue, 0, len))
 		return TERN_EBADNAME;
 	if (prefetch < 1 || prefetch > TERN_QUEUE_PREFETCH_MAX)
 		return TERN_EBADREQ;
@@ -742,7 +762,8 @@ static int k_consume(void *be, const char *queue, size_t len, uint32_t prefetch,
 		return TERN_EUNAVAIL;
 	memcpy(c->queue, queue, len);
 	c->len = len;
-	c->n = place(bl, c->queue, len);
+	c->r = route_of(bl, c->queue, len);
+	c->n = c->r.n;
 	c->fn = fn;
 	c->arg = arg;
 	c->prefetch = prefetch;
@@ -801,10 +822,8 @@ static int k_settle(void *be, const char *queue_p, size_t qlen, const char *id_p
 	struct backend_link *bl = be;
 	NAME_BUF(queue, queue_p, qlen);
 	char id[TERN_NAME_MAX_BYTES + 1];
-	if (idlen > TERN_NAME_MAX_BYTES)
+	if (cstr(id, sizeof(id), id_p, idlen) != 0)
 		return TERN_ENOTFOUND;
-	memcpy(id, id_p, idlen);
-	id[idlen] = 0;
 	char *ids[1] = {id};
 	Tern__Data__SettleRequest req = TERN__DATA__SETTLE_REQUEST__INIT;
 	req.queue = queue;
@@ -812,7 +831,7 @@ static int k_settle(void *be, const char *queue_p, size_t qlen, const char *id_p
 	req.ids = ids;
 	req.ack = ack;
 	req.requeue = requeue;
-	return start_cb_call(place(bl, queue, qlen), "Settle", &req.base, &settle_cbs,
+	return start_cb_call(route_of(bl, queue, qlen), "Settle", &req.base, &settle_cbs,
 			     (void (*)(void))cb, arg);
 }
 
@@ -865,7 +884,7 @@ static int k_pull(void *be, const char *queue_p, size_t len, uint32_t max, uint6
 	req.queue = queue;
 	req.max = max;
 	req.wait_ms = (uint32_t)wait_ms;
-	int rc = unary(place(bl, queue, len), "Pull", &req.base, CALL_TIMEOUT_US + wait_ms * 1000,
+	int rc = unary(route_of(bl, queue, len), "Pull", &req.base, CALL_TIMEOUT_US + wait_ms * 1000,
 		       &pull_cbs, p, &p->call);
 	if (rc != 0) {
 		free(p);
@@ -901,25 +920,20 @@ static int k_queue_configure(void *be, const char *queue_p, size_t len,
 	char dl[TERN_NAME_MAX_BYTES + 1] = "";
 	char *binds[TERN_QUEUE_BINDS_MAX];
 	char bindbuf[TERN_QUEUE_BINDS_MAX][TERN_NAME_MAX_BYTES + 1];
-	if (conf->has_dead_letter) {
-		if (conf->dead_letter_len > TERN_NAME_MAX_BYTES) {
-			*why = "dead_letter: name too long";
-			return TERN_EBADNAME;
-		}
-		memcpy(dl, conf->dead_letter, conf->dead_letter_len);
-		dl[conf->dead_letter_len] = 0;
+	if (conf->has_dead_letter &&
+	    cstr(dl, sizeof(dl), conf->dead_letter, conf->dead_letter_len) != 0) {
+		*why = "dead_letter: bad queue name";
+		return TERN_EBADNAME;
 	}
 	if (conf->nbind > TERN_QUEUE_BINDS_MAX) {
 		*why = "too many bindings";
 		return TERN_EBADREQ;
 	}
 	for (size_t i = 0; i < conf->nbind; i++) {
-		if (conf->bind_lens[i] > TERN_NAME_MAX_BYTES) {
-			*why = "bind: pattern too long";
+		if (cstr(bindbuf[i], sizeof(bindbuf[i]), conf->bind[i], conf->bind_lens[i]) != 0) {
+			*why = "bind: bad pattern";
 			return TERN_EBADNAME;
 		}
-		memcpy(bindbuf[i], conf->bind[i], conf->bind_lens[i]);
-		bindbuf[i][conf->bind_lens[i]] = 0;
 		binds[i] = bindbuf[i];
 	}
 	Tern__Data__QueueConfig req = TERN__DATA__QUEUE_CONFIG__INIT;
@@ -933,7 +947,7 @@ static int k_queue_configure(void *be, const char *queue_p, size_t len,
 	req.has_bind = conf->has_bind;
 	req.n_bind = conf->nbind;
 	req.bind = binds;
-	int rc = start_cb_call(place(bl, queue, len), "ConfigureQueue", &req.base, &conf_cbs,
+	int rc = start_cb_call(route_of(bl, queue, len), "ConfigureQueue", &req.base, &conf_cbs,
 			       (void (*)(void))cb, arg);
 	if (rc != 0)
 		*why = "the node owning this queue is unavailable";
@@ -972,7 +986,7 @@ static int k_queue_info(void *be, const char *queue_p, size_t len, qinfo_cb cb, 
 	NAME_BUF(queue, queue_p, len);
 	Tern__Data__QueueInfoRequest req = TERN__DATA__QUEUE_INFO_REQUEST__INIT;
 	req.queue = queue;
-	return start_cb_call(place(bl, queue, len), "GetQueueInfo", &req.base, &qinfo_cbs,
+	return start_cb_call(route_of(bl, queue, len), "GetQueueInfo", &req.base, &qinfo_cbs,
 			     (void (*)(void))cb, arg);
 }
 

@@ -128,7 +128,8 @@ struct link_interceptor {
 };
 
 /* Logging interceptor: one line per finished call to out ("link call <side> <method> <code>
- * <us>us trace=<id>"), or only failures when errors_only. */
+ * <us>us trace=<id>"), or only failures when errors_only (not cancels, and not calls ended by
+ * their link's death: retryable UNAVAILABLE). */
 typedef struct link_mw_log {
   FILE *out;
   int errors_only;

@@ -6,7 +6,12 @@
 
 static void log_done(link_call *c, const link_status *st, void *ud) {
   link_mw_log *s = ud;
-  if (!s->out || (s->errors_only && st->code == LINK_OK)) return;
+  if (!s->out) return;
+  /* errors_only: calls that failed on their own; a cancel, or a link that died under the call
+   * (retryable UNAVAILABLE: its owner logs the link's death once), is not one. */
+  if (s->errors_only && (st->code == LINK_OK || st->code == LINK_CANCELLED ||
+                         (st->code == LINK_UNAVAILABLE && st->retryable)))
+    return;
   fprintf(s->out, "link call %s %s %s %" PRIu64 "us trace=%s%s%s\n",
           link_call_is_server(c) ? "server" : "client", link_call_method(c),
           link_code_name(st->code), link_call_elapsed_us(c), link_call_trace_id(c),
