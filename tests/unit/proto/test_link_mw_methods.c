@@ -28,6 +28,8 @@ static void stream_call(fx *f, uint32_t count) {
   link_call *c;
   Tern__Link__Echo req = TERN__LINK__ECHO__INIT;
   req.count = count;
+  req.data.data = (uint8_t *)"s";
+  req.data.len = 1;
   ASSERT(link_call_start(f->cli, DIAG, "ServerStream", NULL, &cstate_cbs, &cs, &c) == 0);
   ASSERT(link_call_send(c, &req.base) == 0);
   ASSERT(link_call_close_send(c) == 0);
