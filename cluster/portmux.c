@@ -77,17 +77,17 @@ static int match_prefix(const char *buf, size_t len, const char *lit)
 	return len >= n ? 1 : 0;
 }
 
-/* The end of the head: the blank line. from is where the header lines start. Returns 1, 0 for
- * more bytes, -1 for a NUL (no HTTP head carries one; refusing it keeps C string users safe). */
+/* The end of the head: the blank line. from is where the header lines start (just after the
+ * request line's CRLF). Returns 1, 0 for more bytes, -1 for a NUL inside the head (no HTTP head
+ * carries one; refusing it keeps C string users safe). Bytes after the head are not looked at. */
 static int find_blank_line(const char *buf, size_t len, size_t from)
 {
-	if (memchr(buf + from, 0, len - from))
-		return -1;
-	if (len - from >= 2 && buf[from] == '\r' && buf[from + 1] == '\n')
-		return 1;
-	for (size_t i = from; i + 3 < len; i++)
-		if (buf[i] == '\r' && buf[i + 1] == '\n' && buf[i + 2] == '\r' && buf[i + 3] == '\n')
+	for (size_t i = from; i < len; i++) {
+		if (buf[i] == 0)
+			return -1;
+		if (i >= from + 1 && memcmp(buf + i - 3, "\r\n\r\n", 4) == 0)
 			return 1;
+	}
 	return 0;
 }
 
@@ -96,10 +96,11 @@ int portmux_parse_head(const char *buf, size_t len, const char **method, size_t 
 {
 	size_t i = 0, mlen, tstart, tlen, plen;
 	/* method: a token of uppercase letters (RFC 9110 section 9: methods are case-sensitive) */
-	while (i < len && buf[i] >= 'A' && buf[i] <= 'Z' && i < PORTMUX_METHOD_MAX)
-		i++;
+	while (i < len && buf[i] >= 'A' && buf[i] <= 'Z')
+		if (++i > PORTMUX_METHOD_MAX)
+			return -1;
 	if (i == len)
-		return i < PORTMUX_METHOD_MAX ? 0 : -1;
+		return 0;
 	if (i == 0 || buf[i] != ' ')
 		return -1;
 	mlen = i++;

@@ -145,4 +145,29 @@ link_interceptor link_mw_metrics_interceptor(link_mw_metrics *state);
 /* Latency percentile (0..100) from the histogram: an upper bound, in microseconds. */
 uint64_t link_mw_metrics_percentile_us(const link_mw_metrics *m, double pct);
 
+/* Per-method metrics: one row per (side, method): calls by status code and a latency histogram.
+ * 64 rows hold both sides of every method of the tern services with room to spare; calls of
+ * methods past the last row are counted in overflow only. The state is zeroed by its owner and
+ * must outlive the links using it. */
+#define LINK_MW_METHODS_MAX 64
+typedef struct link_mw_method_row {
+  const ProtobufCMethodDescriptor *md; /* identity */
+  char method[96];                      /* "tern.data.DataPlane/Publish" */
+  int server;                           /* 1: calls we served */
+  uint64_t calls, by_code[17], latency_us_sum, latency_buckets[32];
+} link_mw_method_row;
+typedef struct link_mw_methods {
+  link_mw_method_row rows[LINK_MW_METHODS_MAX];
+  size_t n;
+  uint64_t overflow;
+} link_mw_methods;
+/* Counts every finished call in the row of its (method, side); latency_buckets[b] counts calls
+ * of at most 2^b microseconds (the last one: everything longer too). */
+link_interceptor link_mw_methods_interceptor(link_mw_methods *state);
+/* Prometheus text: tern_link_calls_total{side="client|server",method="...",code="OK"} (only
+ * codes seen), tern_link_call_seconds histogram {side,method} with le buckets in seconds (powers
+ * of two of µs, cumulative, +Inf, _sum, _count), each HELP/TYPE once. Calls past the last row
+ * show as tern_link_calls_untracked_total. */
+void link_mw_methods_write(const link_mw_methods *m, FILE *out);
+
 #endif

@@ -37,6 +37,7 @@ static const struct row rows[] = {
 	ROW("GET /? HTTP/1.1\r\n\r\n", 1, "GET", "/"),
 	ROW("GET / HTTP/1.1\r\n\r\nextra body bytes", 1, "GET", "/"),
 	ROW("POST /x HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc", 1, "POST", "/x"),
+	ROW("GET /x HTTP/1.1\r\nA: b\r\n\r\n\0\x01body", 1, "GET", "/x"), /* found by fuzzing */
 	ROW("DELETE /a/b/c HTTP/1.1\r\n\r\n", 1, "DELETE", "/a/b/c"),
 	/* partial */
 	ROW("", 0, NULL, NULL),
@@ -76,6 +77,8 @@ static const struct row rows[] = {
 	ROW("TERNLK\r\x01", -1, NULL, NULL),
 	ROW("ABCDEFGHIJKLMNOPQRSTUVWXYZ / HTTP/1.1\r\n\r\n", -1, NULL, NULL),
 	ROW("ABCDEFGHIJKLMNOPQ", -1, NULL, NULL),
+	ROW("ABCDEFGHIJKLMNOP", 0, NULL, NULL), /* 16 letters may still be a method */
+	ROW("ABCDEFGHIJKLMNOP /x HTTP/1.1\r\n\r\n", 1, "ABCDEFGHIJKLMNOP", "/x"),
 	ROW("\r\n\r\n", -1, NULL, NULL),
 };
 
