@@ -501,7 +501,7 @@ async def _flood(url, prefix, seconds, conns, window, max_count):
         import http.client
         host, _, port = url.split("//", 1)[1].split("/", 1)[0].partition(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=10)
-        body = json.dumps([{"data": {"r": i, "pad": "y" * 200}}] * 100)
+        body = json.dumps([{"data": {"r": i, "pad": "y" * REST_PAD}}] * 100)
         path = "/v1/channels/%s/messages" % urllib.parse.quote("%s:rest%d" % (prefix, i % 4), safe="")
         try:
             while time.monotonic() < deadline and budget[0] > 0:
@@ -527,7 +527,8 @@ async def _flood(url, prefix, seconds, conns, window, max_count):
     return stats
 
 
-REST_THREADS = 3  # per load generator, beside the WebSocket publishers
+REST_THREADS = int(os.environ.get("TERN_IT_FLOOD_REST_THREADS", "3"))  # per generator, beside the WS publishers
+REST_PAD = int(os.environ.get("TERN_IT_FLOOD_REST_PAD", "2000"))  # bytes of padding per REST-published message
 
 
 def start_flood(ws_url, prefix, seconds, conns, window, max_count):

@@ -31,10 +31,16 @@ def down_lines(text, node):
 
 
 def test_flood_does_not_cause_false_node_failure():
-    cfg = {"node_timeout_ms": 600}
+    # Node-heavy load: 4 durable queues bound to the flooded channels make every
+    # publish 5 writes on the node and none more on the edges or the clients
+    # (the Python load generators cannot otherwise outrun 2 edges on 2 cores);
+    # store_sync normal keeps the node CPU-bound rather than fsync-bound.
+    cfg = {"node_timeout_ms": 600, "store_sync": "normal", "queue_max_depth": 1000000}
     with C.Cluster(edges=2, config=cfg) as cl:
         node = cl.node
         prefix = Q.qname("flood")
+        for j in range(4):
+            Q.put_queue(cl.edges[0], "%s-copy%d" % (prefix, j), bind=["%s:*" % prefix])
         cpu0 = node.cpu_seconds()
         t0 = time.monotonic()
         gens = [C.start_flood(e.ws_url, prefix, FLOOD_S, FLOOD_CONNS, FLOOD_WINDOW, FLOOD_MAX) for e in cl.edges]
