@@ -48,6 +48,12 @@ static void on_node_drained(void *arg)
 	fprintf(stderr, "tern: stopped\n");
 }
 
+static void on_node_failed(void *arg)
+{
+	struct dev *d = arg;
+	broker_host_close(&d->host);
+}
+
 static void on_links_closed(void *arg)
 {
 	struct dev *d = arg;
@@ -145,15 +151,13 @@ int tern_dev_main(int argc, char **argv)
 	return rc;
 
 out_node:
-	if (d->svc) {
-		uv_run(&d->loop, UV_RUN_NOWAIT);
-		node_svc_drain(d->svc, 0, NULL, NULL);
-		uv_run(&d->loop, UV_RUN_DEFAULT);
-		node_svc_free(d->svc);
-	}
-	broker_host_close(&d->host);
+	if (d->svc)
+		node_svc_drain(d->svc, 0, on_node_failed, d); /* then the broker closes */
+	else
+		broker_host_close(&d->host);
 out:
 	uv_run(&d->loop, UV_RUN_DEFAULT);
+	node_svc_free(d->svc);
 	uv_loop_close(&d->loop);
 	free(d);
 	return rc;

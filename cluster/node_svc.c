@@ -708,7 +708,7 @@ int node_svc_new(struct node_svc **out, const struct node_svc_config *c)
 					     .errors_only = s->cfg->log_calls != TERN_LOG_CALLS_ALL};
 		s->icpt[n++] = link_mw_log_interceptor(&s->log_state);
 	}
-	s->icpt[n++] = link_mw_metrics_interceptor(&s->metrics);
+	s->icpt[n++] = link_mw_methods_interceptor(&s->metrics);
 	uint64_t dead_after = s->cfg->node_timeout_ms / NODE_LINK_PING_MS;
 	if (dead_after < LINK_DEAD_AFTER_MIN)
 		dead_after = LINK_DEAD_AFTER_MIN;
@@ -843,29 +843,8 @@ void node_svc_free(struct node_svc *s)
 
 void node_svc_metrics(struct node_svc *s, FILE *out)
 {
-	const link_mw_metrics *m = &s->metrics;
 	fprintf(out, "# HELP tern_node_links Links held, per plane\n# TYPE tern_node_links gauge\n"
 		     "tern_node_links{plane=\"control\"} %u\ntern_node_links{plane=\"data\"} %u\n",
 		s->plane_links[LINK_PLANE_CONTROL], s->plane_links[LINK_PLANE_DATA]);
-	fprintf(out, "# HELP tern_link_calls_total Calls finished on the node's links\n"
-		     "# TYPE tern_link_calls_total counter\ntern_link_calls_total %" PRIu64 "\n",
-		m->finished);
-	fprintf(out, "# HELP tern_link_call_errors_total Calls that ended with a status other than OK\n"
-		     "# TYPE tern_link_call_errors_total counter\n"
-		     "tern_link_call_errors_total %" PRIu64 "\n",
-		m->finished - m->by_code[LINK_OK]);
-	fprintf(out, "# HELP tern_link_call_latency_seconds Call duration, start to end\n"
-		     "# TYPE tern_link_call_latency_seconds histogram\n");
-	/* The interceptor's bucket b counts calls of at most 2^b us; the last one is open. */
-	uint64_t cum = 0;
-	for (int b = 0; b < 31; b++) {
-		cum += m->latency_buckets[b];
-		fprintf(out, "tern_link_call_latency_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
-			(double)(1ull << b) / 1e6, cum);
-	}
-	cum += m->latency_buckets[31];
-	fprintf(out, "tern_link_call_latency_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
-		     "tern_link_call_latency_seconds_sum %.6f\n"
-		     "tern_link_call_latency_seconds_count %" PRIu64 "\n",
-		cum, (double)m->latency_us_sum / 1e6, m->finished);
+	link_mw_methods_write(&s->metrics, out);
 }

@@ -36,7 +36,7 @@ struct node_svc {
 	FILE *log;
 	link_router *router;
 	link_mw_log log_state;
-	link_mw_metrics metrics;
+	link_mw_methods metrics; /* per method, both sides */
 	link_interceptor icpt[2];
 	link_config lcfg;
 	link_listener *lst;

@@ -62,7 +62,7 @@ struct backend_link {
 	uv_timer_t hb_timer, resync;
 	link_config ctl_cfg, data_cfg;
 	link_mw_log mw_log;
-	link_mw_metrics mw_methods; /* TEMP until link_mw_methods lands */
+	link_mw_methods mw_methods;
 	link_interceptor icpt[2];
 	uint32_t trace_prefix;
 	uint64_t trace_seq;
@@ -1233,7 +1233,7 @@ struct backend_link *backend_link_new(uv_loop_t *loop, const struct tern_config 
 		bl->mw_log.errors_only = cfg->log_calls == TERN_LOG_CALLS_ERRORS;
 		bl->icpt[ni++] = link_mw_log_interceptor(&bl->mw_log);
 	}
-	bl->icpt[ni++] = link_mw_metrics_interceptor(&bl->mw_methods);
+	bl->icpt[ni++] = link_mw_methods_interceptor(&bl->mw_methods);
 	link_config base = {
 		.node_id = cfg->node_id, .region = cfg->region, .interceptors = bl->icpt,
 		.interceptor_count = ni, .ud = bl,
@@ -1349,4 +1349,5 @@ void backend_link_metrics(struct backend_link *bl, FILE *out)
 			}
 		}
 	}
+	link_mw_methods_write(&bl->mw_methods, out);
 }
