@@ -162,6 +162,60 @@ def test_rest_pull_on_a_of_work_enqueued_on_b():
         Q.ack_rest_ok(a, q, [res["d"][0]["delivery_id"]])
 
 
+def test_node_and_edge_ops_endpoints():
+    with C.Cluster(edges=1) as cl:
+        e = cl.edges[0]
+        node = cl.node
+        check("node n1" in node.stderr(), "the node's start line names it ('node <id>')", node.stderr()[-500:])
+        C.wait_until(lambda: ("node %s up" % node.addr) in e.stderr(), 5,
+                     "the edge's 'tern: node %s up' line" % node.addr)
+        check_eq(node.health(), 200, "node /healthz")
+        st, _, body = node.http("GET", "/healthz")
+        check_eq((st, body.strip() if isinstance(body, str) else body), (200, "ok"), "node /healthz body")
+        ch = name("ops")
+        n = 7
+        for i in range(n):
+            e.publish_rest(ch, {"data": i})
+        m = node.metrics()
+        check_eq((m.get('tern_node_links{plane="control"}'), m.get('tern_node_links{plane="data"}')),
+                 (1.0, 2.0), "node's tern_node_links with one edge, default K=2")
+        check(T.metric(m, "tern_store_batches_total") >= 1, "node exports the broker's tern_store_batches_total",
+              sorted(k for k in m if k.startswith("tern_store")))
+        key = 'tern_link_calls_total{side="server",method="tern.data.DataPlane/Publish",code="OK"}'
+        if key in m:
+            check(m[key] >= n, "node counts the Publish calls it served (%s)" % key, m[key])
+        else:
+            print("  note: %s absent from the node's /metrics (soft check); link call metrics: %r"
+                  % (key, sorted(k for k in m if k.startswith("tern_link_calls_total"))[:10]), flush=True)
+        em = e.metrics()
+        check_eq(e.node_metric(em, "tern_node_up", node), 1.0, "edge's tern_node_up{node=...}")
+        check_eq(e.node_metric(em, "tern_node_down_total", node), 0.0, "edge's tern_node_down_total{node=...}")
+        for k in ("tern_node_rtt_seconds", "tern_node_rtt_max_seconds", "tern_node_heartbeats_total"):
+            check(e.node_metric(em, k, node) is not None, "edge exports %s{node=\"%s\"}" % (k, node.addr),
+                  sorted(x for x in em if x.startswith("tern_node")))
+
+
+def test_edge_without_node_unhealthy_until_node_starts():
+    node = C.Node("n1")
+    e = C.Edge("edgeA", [node])
+    try:
+        e.start(wait=False)
+        e.wait_health(503, 10)
+        st, _, body = e.http("POST", "/v1/channels/nonode/messages", body={"data": 1}, timeout=10)
+        T.check_rest_error(st, body, 50300, "publish on an edge whose node is not up")
+        node.start()
+        t0 = time.monotonic()
+        e.wait_health(200, 10)
+        print("  edge healthy %.2fs after its node started" % (time.monotonic() - t0), flush=True)
+        got = e.publish_rest("nonode", {"data": 2})
+        check_eq(got[0]["seq"], 1, "publish once the node is up")
+        e.stop()
+        node.stop()
+    finally:
+        e.cleanup()
+        node.cleanup()
+
+
 TRACE_RE = re.compile(r"link call (client|server) (\S+) (\S+) .*?trace=([0-9A-Za-z_-]+)")
 
 
