@@ -72,6 +72,7 @@ int config_set(struct tern_config *c, const char *key, const char *v, char *err,
 			snprintf(err, errlen, "listen: expected HOST:PORT, got '%s'", v);
 			return -1;
 		}
+		c->listen_set = true;
 		return set_str(c->listen, sizeof(c->listen), key, v, err, errlen);
 	}
 	if (strcmp(key, "data_dir") == 0)
@@ -88,6 +89,8 @@ int config_set(struct tern_config *c, const char *key, const char *v, char *err,
 	}
 	if (strcmp(key, "nodes") == 0)
 		return set_str(c->nodes, sizeof(c->nodes), key, v, err, errlen);
+	if (strcmp(key, "join") == 0)
+		return set_str(c->join, sizeof(c->join), key, v, err, errlen);
 	if (strcmp(key, "log_calls") == 0) {
 		static const char *const names[] = {"errors", "all", "off"};
 		for (int i = 0; i < 3; i++)

@@ -27,6 +27,8 @@ struct tern_config {
 	char node_id[64];   /* this process's id (node: --id; edge: --id or a generated one) */
 	char region[64];
 	char nodes[1024];   /* edge: comma-separated HOST:PORT of the nodes it links to */
+	char join[1024];    /* node: peers to join (accepted, not used yet) */
+	bool listen_set;    /* listen was given (flag or file), not the default */
 	uint64_t links;     /* edge: data links per node (K) */
 	uint64_t node_timeout_ms; /* a node whose control link reads nothing this long is down */
 	int log_calls;      /* enum tern_log_calls */

@@ -1,25 +1,21 @@
 /* `tern node`: one broker served over links (node_svc), with the ops HTTP (/healthz,
  * /metrics) on the same port (portmux). */
-#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
 
+#include "args.h"
 #include "broker.h"
+#include "broker_host.h"
 #include "broker_metrics.h"
 #include "config.h"
 #include "link.h"
 #include "node_main.h"
 #include "node_svc.h"
 #include "tern_limits.h"
-#ifdef TERN_HAVE_PORTMUX
 #include "portmux.h"
-#define NODE_SERVES "links and HTTP (/healthz, /metrics)"
-#else
-#define NODE_SERVES "links (no ops HTTP: this build has no portmux.c)"
-#endif
 
 /* Calls in flight get this long to finish after SIGTERM before their links are closed. */
 #define NODE_DRAIN_GRACE_MS 10000
@@ -28,54 +24,28 @@
 
 struct node {
 	uv_loop_t loop;
-	uv_async_t wake;
 	uv_signal_t sigterm, sigint;
-	uv_timer_t tick; /* queue ack timeouts and pull waits */
 	struct tern_config cfg;
-	struct broker *broker;
+	struct broker_host bh;
 	struct node_svc *svc;
-#ifdef TERN_HAVE_PORTMUX
 	struct portmux *mux;
-#endif
 	char host[256];
 	int port;
 	bool draining;
 };
 
-static void on_wake(uv_async_t *a)
-{
-	struct node *n = a->data;
-	broker_poll(n->broker);
-}
-
-static void notify(void *arg) { uv_async_send(arg); }
-
-static void on_tick(uv_timer_t *t)
-{
-	struct node *n = t->data;
-	broker_tick(n->broker);
-	broker_poll(n->broker);
-}
-
 static void stopped(void *arg)
 {
 	struct node *n = arg;
-	uv_close((uv_handle_t *)&n->tick, NULL);
-	broker_close(n->broker); /* commits what is queued; answers every publisher */
-	n->broker = NULL;
-	uv_close((uv_handle_t *)&n->wake, NULL);
+	broker_host_close(&n->bh); /* commits what is queued; answers every publisher */
 	fprintf(stderr, "tern: stopped\n");
 }
 
 static void on_drained(void *arg)
 {
 	struct node *n = arg;
-#ifdef TERN_HAVE_PORTMUX
 	portmux_close(n->mux, stopped, n);
 	n->mux = NULL;
-#else
-	stopped(n);
-#endif
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -88,7 +58,6 @@ static void on_signal(uv_signal_t *h, int signum)
 	node_svc_drain(n->svc, NODE_DRAIN_GRACE_MS, on_drained, n);
 }
 
-#ifdef TERN_HAVE_PORTMUX
 static int on_link(void *arg, uv_os_sock_t fd, const uint8_t *first, size_t len)
 {
 	struct node *n = arg;
@@ -123,7 +92,7 @@ static void on_http(void *arg, const char *path, size_t path_len, int *status, c
 			*body_len = 0;
 			return;
 		}
-		broker_metrics_write(n->broker, f);
+		broker_metrics_write(n->bh.broker, f);
 		node_svc_metrics(n->svc, f);
 		fclose(f);
 		*status = 200;
@@ -153,19 +122,6 @@ static int serve(struct node *n)
 	n->port = portmux_port(n->mux);
 	return 0;
 }
-#else
-/* Until portmux.c is merged: links only, without the ops HTTP. */
-static int serve(struct node *n)
-{
-	int rc = node_svc_listen(n->svc, n->host, n->port);
-	if (rc) {
-		fprintf(stderr, "tern: cannot listen on %s: %s\n", n->cfg.listen, strerror(-rc));
-		return -1;
-	}
-	n->port = node_svc_port(n->svc);
-	return 0;
-}
-#endif
 
 static void usage(FILE *f)
 {
@@ -173,65 +129,21 @@ static void usage(FILE *f)
 		   "[--join HOST:PORT,...] [--config FILE]\n");
 }
 
-/* Config file first, then flags over it. Returns 0, -1 after --help, or an exit code. */
+/* Returns 0, -1 after --help, or an exit code. */
 static int parse_args(struct node *n, int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{"id", required_argument, NULL, 'i'},
-		{"region", required_argument, NULL, 'r'},
-		{"listen", required_argument, NULL, 'l'},
-		{"data", required_argument, NULL, 'd'},
-		{"join", required_argument, NULL, 'j'},
-		{"config", required_argument, NULL, 'c'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	static const struct arg_flag flags[] = {
+		{"id", "node_id"}, {"region", "region"}, {"listen", "listen"},
+		{"data", "data_dir"}, {"join", "join"}, {NULL, NULL},
 	};
-	struct tern_config defaults;
-	char err[512];
-	const char *join = NULL;
-	bool listen_flag = false;
-	int c;
-	config_defaults(&n->cfg);
-	config_defaults(&defaults);
-	for (int pass = 0; pass < 2; pass++) {
-		optind = 1;
-		opterr = 0; /* one line of our own, not getopt's two */
-		while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-			const char *key = c == 'i' ? "node_id" : c == 'r' ? "region"
-					: c == 'l' ? "listen" : c == 'd' ? "data_dir" : NULL;
-			if (c == 'h') {
-				usage(stdout);
-				return -1;
-			}
-			if (c == '?' || c == ':') {
-				fprintf(stderr, "tern: bad option '%s' for 'tern node' (try 'tern help')\n",
-					argv[optind - 1]);
-				return 2;
-			}
-			if (c == 'j')
-				join = optarg;
-			if (c == 'l')
-				listen_flag = true;
-			if (pass == 0 && c == 'c' && config_load_file(&n->cfg, optarg, err, sizeof(err))) {
-				fprintf(stderr, "tern: %s\n", err);
-				return 2;
-			}
-			if (pass == 1 && key && config_set(&n->cfg, key, optarg, err, sizeof(err))) {
-				fprintf(stderr, "tern: %s\n", err);
-				return 2;
-			}
-		}
-		if (optind < argc) {
-			fprintf(stderr, "tern: unexpected argument '%s'\n", argv[optind]);
-			return 2;
-		}
-	}
+	int rc = args_parse("node", argc, argv, flags, &n->cfg, usage);
+	if (rc != 0)
+		return rc;
 	if (!n->cfg.node_id[0]) {
 		fprintf(stderr, "tern: 'tern node' needs --id ID\n");
 		return 2;
 	}
-	/* A config file's listen counts when it differs from tern dev's default. */
-	if (!listen_flag && strcmp(n->cfg.listen, defaults.listen) == 0) {
+	if (!n->cfg.listen_set) { /* tern dev's default port is no default for a node */
 		fprintf(stderr, "tern: 'tern node' needs --listen HOST:PORT\n");
 		return 2;
 	}
@@ -239,24 +151,23 @@ static int parse_args(struct node *n, int argc, char **argv)
 		fprintf(stderr, "tern: bad --listen '%s' (HOST:PORT)\n", n->cfg.listen);
 		return 2;
 	}
-	if (join)
-		fprintf(stderr, "tern: --join %s accepted but not used yet (one node)\n", join);
+	if (n->cfg.join[0])
+		fprintf(stderr, "tern: --join %s accepted but not used yet (nodes do not peer in "
+				"this version)\n", n->cfg.join);
 	return 0;
 }
 
 static void start_loop(struct node *n)
 {
-	uv_timer_init(&n->loop, &n->tick);
-	n->tick.data = n;
-	uv_timer_start(&n->tick, on_tick, TERN_QUEUE_TICK_MS, TERN_QUEUE_TICK_MS);
 	uv_signal_init(&n->loop, &n->sigterm);
 	uv_signal_init(&n->loop, &n->sigint);
 	n->sigterm.data = n->sigint.data = n;
 	uv_signal_start(&n->sigterm, on_signal, SIGTERM);
 	uv_signal_start(&n->sigint, on_signal, SIGINT);
 	fprintf(stderr,
-		"tern %s node %s region %s: %s on %s:%d, data in %s, store sync %s\n",
-		TERN_VERSION, n->cfg.node_id, n->cfg.region, NODE_SERVES, n->host, n->port,
+		"tern %s node %s region %s: links and HTTP (/healthz, /metrics) on %s:%d, data in %s, "
+		"store sync %s\n",
+		TERN_VERSION, n->cfg.node_id, n->cfg.region, n->host, n->port,
 		n->cfg.data_dir,
 		n->cfg.store_sync_full ? "full" : "normal");
 }
@@ -276,27 +187,13 @@ int tern_node_main(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	uv_loop_init(&n->loop);
-	uv_async_init(&n->loop, &n->wake, on_wake);
-	n->wake.data = n;
-	struct broker_config bc = {
-		.data_dir = n->cfg.data_dir,
-		.sync_full = n->cfg.store_sync_full,
-		.max_message_bytes = n->cfg.max_message_bytes,
-		.history_messages = (uint32_t)n->cfg.history_max_messages,
-		.history_age_ms = n->cfg.history_max_age_s * 1000,
-		.idem_window_ms = n->cfg.idempotency_window_s * 1000,
-		.sweep_interval_ms = n->cfg.store_sweep_interval_ms,
-		.notify = notify,
-		.notify_arg = &n->wake,
-		.queue_max_depth = n->cfg.queue_max_depth,
-	};
-	if (broker_open(&n->broker, &bc, why, sizeof(why)) != 0) {
+	if (broker_host_open(&n->bh, &n->loop, &n->cfg, why, sizeof(why)) != 0) {
 		fprintf(stderr, "tern: %s\n", why);
 		rc = 1;
-		goto out_close_wake;
+		goto out_loop;
 	}
 	struct node_svc_config sc = {
-		.loop = &n->loop, .broker = n->broker, .cfg = &n->cfg, .log = stderr,
+		.loop = &n->loop, .broker = n->bh.broker, .cfg = &n->cfg, .log = stderr,
 	};
 	if (node_svc_new(&n->svc, &sc) != 0) {
 		fprintf(stderr, "tern: cannot create the node's services\n");
@@ -319,9 +216,8 @@ int tern_node_main(int argc, char **argv)
 out_free_svc:
 	node_svc_free(n->svc);
 out_close_broker:
-	broker_close(n->broker);
-out_close_wake:
-	uv_close((uv_handle_t *)&n->wake, NULL);
+	broker_host_close(&n->bh);
+out_loop:
 	uv_run(&n->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&n->loop);
 	free(n);
