@@ -70,6 +70,41 @@ async def test_channel_messages_cross_edges():
             await c.close()
 
 
+async def test_subscribe_again_after_edge_last_unsubscribe():
+    """When the last subscriber of a channel on an edge leaves (unsubscribe or
+    disconnect), a later subscribe to it on that edge works and gets what is
+    published after it (and, with rewind, the history)."""
+    with C.Cluster(edges=2) as cl:
+        a, b = cl.edges
+        ch = name("resub")
+        c = await Client.connect(a.ws_url)
+        await c.subscribe(ch)
+        b.publish_rest(ch, {"data": 1})
+        check_eq((await c.message(ch))["seq"], 1, "first subscription gets seq 1")
+        await c.ok("unsubscribe", channel=ch)
+        b.publish_rest(ch, {"data": 2})
+        for what, conn in (("same connection", c), ("another connection", await Client.connect(a.ws_url))):
+            r = await conn.call("subscribe", timeout=5, channel=ch, rewind=1)
+            check_eq(r.get("op"), "ok", "subscribe again on edge A after its last subscriber left (%s): %r"
+                     % (what, r))
+            m = await conn.message(ch, timeout=5)
+            check_eq((m["seq"], m["data"]), (r["seq"], 2), "rewind=1 after resubscribing (%s)" % what)
+            seq = b.publish_rest(ch, {"data": "live"})[0]["seq"]
+            m = await conn.message(ch, timeout=5)
+            check_eq((m["seq"], m["data"]), (seq, "live"), "live message after resubscribing (%s)" % what)
+            await conn.ok("unsubscribe", channel=ch)
+        # Disconnecting the last subscriber, then subscribing again.
+        d = await Client.connect(a.ws_url)
+        await d.subscribe(ch)
+        await d.close()
+        await asyncio.sleep(0.2)
+        e = await Client.connect(a.ws_url)
+        r = await e.call("subscribe", timeout=5, channel=ch)
+        check_eq(r.get("op"), "ok", "subscribe on edge A after its last subscriber disconnected: %r" % (r,))
+        await c.close()
+        await e.close()
+
+
 async def test_queue_work_crosses_edges():
     with C.Cluster(edges=2) as cl:
         a, b = cl.edges
