@@ -66,6 +66,7 @@ static void on_signal(uv_signal_t *h, int signum)
 	fprintf(stderr, "tern: %s received, draining\n", signum == SIGTERM ? "SIGTERM" : "SIGINT");
 	uv_close((uv_handle_t *)&p->sigterm, NULL);
 	uv_close((uv_handle_t *)&p->sigint, NULL);
+	backend_link_release_pulls(p->bl); /* long-polls get their (empty) answer */
 	edge_shutdown(p->edge, on_edge_stopped, p);
 }
 

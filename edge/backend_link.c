@@ -59,6 +59,7 @@ struct backend_link {
 	unsigned nnodes, k;
 	struct bnode *nodes;
 	struct hmap subs; /* backend_sub by channel */
+	struct list pulls; /* backend_pull waiting for their answer */
 	uv_timer_t hb_timer, resync;
 	link_config ctl_cfg, data_cfg;
 	link_mw_log mw_log;
@@ -102,6 +103,7 @@ struct backend_consumer {
 };
 
 struct backend_pull {
+	struct list link; /* in backend_link.pulls while waiting */
 	link_call *call;
 	broker_pull_cb cb; /* NULL once cancelled */
 	void *arg;
@@ -838,6 +840,7 @@ static int k_settle(void *be, const char *queue_p, size_t qlen, const char *id_p
 static void pull_done(link_call *c, const link_status *st, void *ud)
 {
 	struct backend_pull *p = ud;
+	list_remove(&p->link);
 	const Tern__Data__PullResponse *r =
 		st->code == LINK_OK ? (const void *)link_call_last_msg(c) : NULL;
 	if (p->cb) {
@@ -890,6 +893,7 @@ static int k_pull(void *be, const char *queue_p, size_t len, uint32_t max, uint6
 		free(p);
 		return rc;
 	}
+	list_insert_tail(&bl->pulls, &p->link);
 	*out = p;
 	return 0;
 }
@@ -1226,6 +1230,7 @@ struct backend_link *backend_link_new(uv_loop_t *loop, const struct tern_config 
 		return NULL;
 	}
 	hmap_init(&bl->subs);
+	list_init(&bl->pulls);
 	bl->trace_prefix = (uint32_t)(uv_hrtime() ^ ((uint64_t)getpid() << 16));
 	size_t ni = 0;
 	if (cfg->log_calls != TERN_LOG_CALLS_OFF) {
@@ -1318,6 +1323,19 @@ void backend_link_close(struct backend_link *bl, void (*done)(void *arg), void *
 			}
 	}
 	close_step(bl);
+}
+
+void backend_link_release_pulls(struct backend_link *bl)
+{
+	struct list *pos;
+	for (pos = bl->pulls.next; pos != &bl->pulls; pos = pos->next) {
+		struct backend_pull *p = container_of(pos, struct backend_pull, link);
+		broker_pull_cb cb = p->cb;
+		p->cb = NULL;
+		link_call_cancel(p->call); /* the node withdraws it; pull_done frees p later */
+		if (cb)
+			cb(p->arg, 0, NULL, 0);
+	}
 }
 
 void backend_link_metrics(struct backend_link *bl, FILE *out)

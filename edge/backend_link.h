@@ -29,6 +29,10 @@ struct backend_link *backend_link_new(uv_loop_t *loop, const struct tern_config 
 				      char *why, size_t why_len);
 extern const struct backend_ops backend_link_ops;
 
+/* Answers every waiting pull now with what it has (nothing) and withdraws it from its node:
+ * for a drain, so long-polls get a reply instead of a closed connection. */
+void backend_link_release_pulls(struct backend_link *bl);
+
 /* Prometheus text: node up/down, heartbeat RTT, links, per-method calls. */
 void backend_link_metrics(struct backend_link *bl, FILE *out);
 
