@@ -95,17 +95,7 @@ stop_server() {
     wait "$perf_pid" 2>/dev/null
     perf_pid=""
   fi
-  [ -n "$server_pid" ] || return 0
-  kill -TERM "$server_pid" 2>/dev/null
-  for _ in $(seq 100); do
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$server_pid" 2>/dev/null; then
-    echo "run_fanout: server $server_pid ignored SIGTERM for 10 s, killing it" >&2
-    kill -KILL "$server_pid" 2>/dev/null
-  fi
-  wait "$server_pid" 2>/dev/null
+  stop_pid "$server_pid" "tern dev"
   server_pid=""
 }
 cleanup() {
@@ -115,9 +105,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# free_port, wait_healthz, stop_pid: tests/bench/lib_server.sh
+. "$repo/tests/bench/lib_server.sh"
 
 # start_server NAME: starts tern dev, sets server_pid and port; 0 once /healthz
 # answers, 1 when it exits or does not answer within 10 s.
@@ -131,26 +120,16 @@ start_server() {
   "${server_pin[@]}" "$tern" dev --listen "127.0.0.1:$port" --data "$dir/data" --config "$dir/tern.conf" \
     >"$dir/server.log" 2>&1 &
   server_pid=$!
-  for _ in $(seq 100); do
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-      echo "run_fanout: tern dev exited at start:" >&2
-      tail -5 "$dir/server.log" >&2
-      wait "$server_pid" 2>/dev/null
-      server_pid=""
-      return 1
-    fi
-    if curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$port/healthz"; then
-      if [ "$perf" = 1 ]; then
-        perf record -g -o "$dir/perf.data" -p "$server_pid" >/dev/null 2>&1 &
-        perf_pid=$!
-      fi
-      return 0
-    fi
-    sleep 0.1
-  done
-  echo "run_fanout: tern dev did not answer /healthz within 10 s" >&2
-  stop_server
-  return 1
+  if ! wait_healthz "$server_pid" "$port" "tern dev"; then
+    tail -5 "$dir/server.log" >&2
+    stop_server
+    return 1
+  fi
+  if [ "$perf" = 1 ]; then
+    perf record -g -o "$dir/perf.data" -p "$server_pid" >/dev/null 2>&1 &
+    perf_pid=$!
+  fi
+  return 0
 }
 
 server_pin=() bench_pin=()

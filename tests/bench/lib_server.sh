@@ -1,0 +1,63 @@
+# Shared shell helpers for the benchmark runners (run_fanout.sh,
+# run_cluster.sh): start a server process, wait for its /healthz, stop it by
+# PID, read its CPU and sockets from /proc. Source it; it defines functions
+# only. Every wait is bounded in count and time.
+
+# free_port: prints a free TCP port on 127.0.0.1.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_healthz PID PORT WHAT: 0 once http://127.0.0.1:PORT/healthz answers,
+# 1 when PID exits first or nothing answers within 10 s (100 x 0.1 s). WHAT
+# names the process in messages.
+wait_healthz() {
+  local pid=$1 port=$2 what=$3
+  for _ in $(seq 100); do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      echo "bench: $what exited at start" >&2
+      return 1
+    fi
+    curl -sf -o /dev/null --max-time 1 "http://127.0.0.1:$port/healthz" && return 0
+    sleep 0.1
+  done
+  echo "bench: $what did not answer /healthz within 10 s" >&2
+  return 1
+}
+
+# stop_pid PID WHAT: SIGTERM, SIGKILL after 10 s, then reaps it (the caller
+# must be its parent for the reap). Empty PID: nothing to do.
+stop_pid() {
+  local pid=$1 what=${2:-server}
+  [ -n "$pid" ] || return 0
+  kill -TERM "$pid" 2>/dev/null
+  for _ in $(seq 100); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "bench: $what $pid ignored SIGTERM for 10 s, killing it" >&2
+    kill -KILL "$pid" 2>/dev/null
+  fi
+  wait "$pid" 2>/dev/null
+  return 0
+}
+
+# proc_cpu_ticks PID: utime+stime of PID in clock ticks (/proc/PID/stat
+# fields 14 and 15, read after the ')' that ends comm).
+proc_cpu_ticks() {
+  local s
+  s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+  s=${s##*) }
+  awk '{ print $12 + $13 }' <<<"$s"
+}
+
+# proc_sockets PID: how many of PID's descriptors are sockets.
+proc_sockets() {
+  find "/proc/$1/fd" -maxdepth 1 -lname 'socket:*' 2>/dev/null | wc -l
+}
+
+# proc_rss_kib PID: VmRSS in KiB.
+proc_rss_kib() {
+  sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$1/status" 2>/dev/null
+}
