@@ -63,6 +63,9 @@ function(tern_it_register)
   tern_it_add(cluster_restart   test_cluster_restart.py   300 cluster)
   tern_it_add(cluster_drain     test_cluster_drain.py     300 cluster)
   # The client-contract suites again, against a node + an edge (label `split`).
+  # Not re-run: test_cli.py (it runs `tern dev` itself to check that command's
+  # flags, errors and start line). Single dev-only checks inside a suite are
+  # skipped in split mode by ternlib.SPLIT_SKIP, which prints the reason.
   tern_it_add_split(ws_channels       test_ws_channels.py       300)
   tern_it_add_split(ws_errors         test_ws_errors.py         300)
   tern_it_add_split(rest              test_rest.py              300)
@@ -78,6 +81,9 @@ function(tern_it_register)
   tern_it_add_split(queue_bindings    test_queue_bindings.py    300 queue)
   tern_it_add_split(queue_errors      test_queue_errors.py      300 queue)
   tern_it_add_split(queue_durability  test_queue_durability.py  500 queue)
+  tern_it_add_split(queue_stress      test_queue_stress.py      500 queue)
+  tern_it_add_split(shutdown          test_shutdown.py          300)
+  tern_it_add_split(browser           test_browser.py           300 browser)
 endfunction()
 
 cmake_language(DEFER DIRECTORY ${CMAKE_SOURCE_DIR} CALL tern_it_register)
