@@ -369,15 +369,18 @@ static void test_subscribe(void **state)
 	wait_events(&f, &s, 7);
 	ASSERT(s.seq[6] == 5);
 
-	/* A bad name is detached with its error; removing a channel stops its messages. */
+	/* A bad name is detached with its error; removing a channel is acknowledged by one
+	 * DETACHED and stops its messages. */
 	sub_add(c, "", 0, 1);
 	wait_events(&f, &s, 8);
 	ASSERT(s.kind[7] == TERN__DATA__SUBSCRIBE_EVENT__KIND__KIND_DETACHED);
 	sub_add(c, "live:1", 0, 0);
 	publish(&f, "live:1", "1");
 	publish(&f, "old:1", "1");
-	wait_events(&f, &s, 9);
-	ASSERT(s.seq[8] == 6 && strcmp(s.chan[8], "old:1") == 0);
+	wait_events(&f, &s, 10);
+	ASSERT(s.kind[8] == TERN__DATA__SUBSCRIBE_EVENT__KIND__KIND_DETACHED &&
+	       strcmp(s.chan[8], "live:1") == 0);
+	ASSERT(s.seq[9] == 6 && strcmp(s.chan[9], "old:1") == 0);
 
 	Tern__Data__ChannelInfoRequest ci = TERN__DATA__CHANNEL_INFO_REQUEST__INIT;
 	ci.channel = "old:1";
@@ -387,7 +390,7 @@ static void test_subscribe(void **state)
 	ures_free(&r);
 	link_call_cancel(c);
 	wait_for(&f, &s.done);
-	ASSERT(s.n == 9);
+	ASSERT(s.n == 10);
 	fx_done(&f);
 }
 
