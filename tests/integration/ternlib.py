@@ -880,9 +880,6 @@ def _mode():
 # Tests that check what only `tern dev` (broker and edge in one process) has;
 # skipped when a suite runs in split mode (TERN_IT_MODE=split), with the reason.
 SPLIT_SKIP = {
-    "test_rest.py": {
-        "test_metrics": "the store metrics (tern_store_*) are on the node's /metrics, not the edge's",
-    },
     "test_queue_redelivery.py": {
         "test_queue_metrics_series": "the per-queue metrics (tern_queue_*) are on the node's /metrics",
         "test_metrics_label_values_escaped": "the per-queue metrics (tern_queue_*) are on the node's /metrics",
