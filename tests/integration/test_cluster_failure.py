@@ -148,12 +148,12 @@ async def test_sigstop_node_detected_then_recovered_without_gap():
                 r = C.rest_publish_probe(e, ch, {"after_detect": i}, timeout=2.0)
                 check(r[0] == "error", "REST publish after detection is answered (not a timeout)", r)
                 T.check_rest_error(r[3], r[1], 50300, "REST publish after detection")
-                check(r[2] < 0.3, "REST 503 after detection comes back immediately (took %.3fs)" % r[2])
+                check(r[2] < 0.5, "REST 503 after detection comes back immediately (took %.3fs)" % r[2])
             t1 = time.monotonic()
             r = await pub.call("publish", timeout=2.0, channel=ch, data="after-detect")
             check_eq(r.get("op"), "error", "WS publish after detection: error (%r)" % (r,))
             T.check_error(r["error"], 50300, "WS publish after detection")
-            check(time.monotonic() - t1 < 0.3, "WS 50300 after detection comes back immediately (took %.3fs)"
+            check(time.monotonic() - t1 < 0.5, "WS 50300 after detection comes back immediately (took %.3fs)"
                   % (time.monotonic() - t1))
             check_eq(e.health(timeout=2.0), 503, "edge /healthz while its only node is down")
             m = e.metrics()
