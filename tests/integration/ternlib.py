@@ -8,6 +8,14 @@ asserting exit code 0 (so a leak under AddressSanitizer fails the test).
 
 Rules kept here: only 127.0.0.1, every wait bounded in time, every process we
 start is ended by its PID, never by name.
+
+Split mode (TERN_IT_MODE=split, or Server(mode="split")): a Server is a
+`tern node` (free port, data_dir, kept across restarts) plus a `tern edge
+--nodes` on the Server's port; stop() SIGTERMs the edge then the node, kill()
+SIGKILLs both, send_signal() goes to the edge (the process clients talk to),
+proc.poll() notices either exiting, metrics() adds the node's series and
+stderr() is the edge's then the node's. SPLIT_SKIP names the few tests that
+check what only `tern dev` has.
 """
 
 import asyncio
