@@ -244,8 +244,10 @@ def test_edge_without_node_unhealthy_until_node_starts():
         t0 = time.monotonic()
         e.wait_health(200, 10)
         print("  edge healthy %.2fs after its node started" % (time.monotonic() - t0), flush=True)
-        got = e.publish_rest("nonode", {"data": 2})
-        check_eq(got[0]["seq"], 1, "publish once the node is up")
+        # Contract: /healthz 200 means "this process can serve requests".
+        st, _, body = e.http("POST", "/v1/channels/nonode/messages", body={"data": 2})
+        check_eq(st, 201, "publish right after the edge's /healthz turned 200 (body %r)" % (body,))
+        check_eq(body["messages"][0]["seq"], 1, "publish once the node is up")
         e.stop()
         node.stop()
     finally:
