@@ -65,10 +65,18 @@ async def node_restart_keeps_subscribers(stop):
         # Both edges notice the node is gone (goaway on SIGTERM, a closed link on SIGKILL).
         for e in (a, b):
             e.wait_health(503, 5)
+        for e in (a, b):
+            lines = [l for l in e.stderr().splitlines() if ("node %s down:" % node.addr) in l]
+            check(lines and lines[-1].split("down:", 1)[1].strip(),
+                  "%s logs 'tern: node %s down: <reason>'" % (e.name, node.addr), e.stderr()[-1000:])
+        n_up = [e.stderr().count("node %s up" % node.addr) for e in (a, b)]
         node.start()
         t_up = time.monotonic()
         for e in (a, b):
             e.wait_health(200, 10)
+        for e, n in zip((a, b), n_up):
+            C.wait_until(lambda: e.stderr().count("node %s up" % node.addr) > n, 5,
+                         "%s logs 'tern: node %s up' again" % (e.name, node.addr))
         print("  edges healthy %.2fs after the node answered /healthz" % (time.monotonic() - t_up), flush=True)
         r = await publish_retrying(pub_a, ch, {"after": 0})
         check_eq(r["seq"], last + 1, "first seq after the restart continues the channel")
