@@ -676,12 +676,17 @@ static int k_channel_info(void *be, const char *chan_p, size_t len, info_cb cb, 
 			     (void (*)(void))cb, arg);
 }
 
+/* Ready to serve: some node answered Hello and has a usable data link (calls go there). */
 static bool k_ready(void *be)
 {
 	struct backend_link *bl = be;
-	for (unsigned i = 0; i < bl->nnodes; i++)
-		if (bl->nodes[i].up)
-			return true;
+	for (unsigned i = 0; i < bl->nnodes; i++) {
+		if (!bl->nodes[i].up)
+			continue;
+		for (unsigned k = 0; k < bl->k; k++)
+			if (link_dialer_link(bl->nodes[i].data[k]))
+				return true;
+	}
 	return false;
 }
 
