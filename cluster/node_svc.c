@@ -113,6 +113,14 @@ static link_call *pending_take(struct pending *p)
 	return c;
 }
 
+/* After p was handed to a broker call that returned rc: a refusal (its callback never runs)
+ * ends the call now with rc and why. */
+static void pending_started(struct pending *p, int rc, const char *why)
+{
+	if (rc != 0)
+		node_fail(pending_take(p), rc, why);
+}
+
 static void pending_done(link_call *c, const link_status *st, void *ud)
 {
 	(void)c;
@@ -167,10 +175,7 @@ static void on_publish(link_call *c, const ProtobufCMessage *m, void *ud)
 		return;
 	const char *why = NULL;
 	int rc = broker_publish(svc_of(c)->broker, &p, publish_cb, pd, &why);
-	if (rc) {
-		pending_take(pd);
-		node_fail(c, rc, why);
-	}
+	pending_started(pd, rc, why);
 }
 
 static void enqueue_cb(void *arg, int err, uint64_t seq, const char *id)
@@ -204,10 +209,7 @@ static void on_enqueue(link_call *c, const ProtobufCMessage *m, void *ud)
 		return;
 	const char *why = NULL;
 	int rc = broker_enqueue(svc_of(c)->broker, &e, enqueue_cb, pd, &why);
-	if (rc) {
-		pending_take(pd);
-		node_fail(c, rc, why);
-	}
+	pending_started(pd, rc, why);
 }
 
 static void on_settle(link_call *c, const ProtobufCMessage *m, void *ud)
@@ -304,11 +306,9 @@ static void on_pull(link_call *c, const ProtobufCMessage *m, void *ud)
 	memcpy(pd->queue, req->queue, qlen + 1);
 	int rc = broker_pull(svc_of(c)->broker, req->queue, qlen, req->max, req->wait_ms, pull_cb,
 			     pd, &pd->pull);
-	if (rc) {
+	if (rc)
 		pd->pull = NULL;
-		pending_take(pd);
-		node_fail(c, rc, NULL);
-	}
+	pending_started(pd, rc, NULL);
 }
 
 static void configure_cb(void *arg, int err)
@@ -349,10 +349,7 @@ static void on_configure(link_call *c, const ProtobufCMessage *m, void *ud)
 	const char *why = NULL;
 	int rc = broker_queue_configure(svc_of(c)->broker, req->queue, strlen(req->queue), &q,
 					configure_cb, pd, &why);
-	if (rc) {
-		pending_take(pd);
-		node_fail(c, rc, why);
-	}
+	pending_started(pd, rc, why);
 }
 
 static void on_queue_info(link_call *c, const ProtobufCMessage *m, void *ud)
@@ -453,10 +450,7 @@ static void on_history(link_call *c, const ProtobufCMessage *m, void *ud)
 		return;
 	pd->limit = h.limit;
 	int rc = broker_history(svc_of(c)->broker, &h, history_cb, pd);
-	if (rc) {
-		pending_take(pd);
-		node_fail(c, rc, NULL);
-	}
+	pending_started(pd, rc, NULL);
 }
 
 static void on_channel_info(link_call *c, const ProtobufCMessage *m, void *ud)

@@ -48,8 +48,7 @@ struct bnode {
 	struct list consumers; /* backend_consumer.link */
 	link_call *hb;	       /* Heartbeats stream */
 	bool up;	       /* hello answered on a usable control link, no goaway */
-	bool hello_pending;
-	uint64_t hb_seq, hb_count, rtt_us, rtt_max_us, down_total, up_total;
+	uint64_t hb_seq, hb_count, rtt_us, rtt_max_us, down_total;
 };
 
 struct backend_link {
@@ -1119,7 +1118,6 @@ static void on_hello(link_call *c, const link_status *st, const ProtobufCMessage
 {
 	struct bnode *n = ud;
 	struct backend_link *bl = n->bl;
-	n->hello_pending = false;
 	if (st->code != LINK_OK || !resp) {
 		fprintf(bl->log, "tern: node %s refused hello: %s %s\n", n->addr,
 			link_code_name(st->code), st->message ? st->message : "");
@@ -1130,7 +1128,6 @@ static void on_hello(link_call *c, const link_status *st, const ProtobufCMessage
 		return; /* a hello of a link that is already gone */
 	snprintf(n->id, sizeof(n->id), "%s", r->id);
 	n->up = true;
-	n->up_total++;
 	fprintf(bl->log, "tern: node %s up (id %s, region %s)\n", n->addr, r->id, r->region);
 	node_sync(n);
 }
@@ -1146,8 +1143,7 @@ static void on_ctl_up(link_dialer *d, tern_link *l, void *ud)
 	req.region = (char *)bl->cfg->region;
 	req.version = TERN_VERSION;
 	req.data_links = bl->k;
-	if (link_unary(l, CTL_SVC, "Hello", &req.base, NULL, on_hello, n) == 0)
-		n->hello_pending = true;
+	link_unary(l, CTL_SVC, "Hello", &req.base, NULL, on_hello, n); /* fails only if l is gone */
 }
 
 static void on_ctl_down(link_dialer *d, const link_status *st, uint32_t delay_ms, void *ud)
