@@ -278,7 +278,7 @@ class Node(Proc):
         return m.get('tern_node_links{plane="control"}'), m.get('tern_node_links{plane="data"}')
 
 
-class Edge(Proc):
+class Edge(Proc, T.RestApi):
     kind = "edge"
 
     def __init__(self, name, nodes, config=None, port=None, links=None, region=REGION, edge_id=None):
@@ -299,33 +299,6 @@ class Edge(Proc):
 
     def node_metric(self, m, name, node):
         return m.get('%s{node="%s"}' % (name, node.addr if isinstance(node, Proc) else node))
-
-    # --- REST helpers (ternlib.Server's, for an edge)
-    def publish_rest(self, channel, msgs, timeout=T.WAIT_S):
-        status, _, body = self.http("POST", "/v1/channels/%s/messages" % T.quote(channel), body=msgs,
-                                    timeout=timeout)
-        check_eq(status, 201, "%s POST messages status (body %r)" % (self.name, body))
-        return body["messages"]
-
-    def history(self, channel, **params):
-        q = urllib.parse.urlencode(params)
-        status, _, body = self.http("GET", "/v1/channels/%s/messages%s" % (T.quote(channel), "?" + q if q else ""))
-        check_eq(status, 200, "%s GET messages status (body %r)" % (self.name, body))
-        return body["messages"]
-
-    def full_history(self, channel, page=500):
-        out = []
-        after = None
-        for _ in range(10000):
-            params = {"limit": page}
-            if after is not None:
-                params["from_seq"] = after
-            msgs = self.history(channel, **params)
-            if not msgs:
-                break
-            out.extend(msgs)
-            after = msgs[-1]["seq"]
-        return out
 
 
 

@@ -100,7 +100,44 @@ def one_line(text):
 
 # --------------------------------------------------------------------------- server
 
-class Server:
+class RestApi:
+    """REST helpers over self.http(method, path, ...): for a Server, and for a
+    cluster edge (clusterlib.Edge)."""
+
+    def publish_rest(self, channel, msgs, timeout=WAIT_S):
+        status, _, body = self.http("POST", "/v1/channels/%s/messages" % quote(channel), body=msgs,
+                                    timeout=timeout)
+        check_eq(status, 201, "POST messages status (body %r)" % (body,))
+        return body["messages"]
+
+    def channel_info(self, channel):
+        status, _, body = self.http("GET", "/v1/channels/%s" % quote(channel))
+        check_eq(status, 200, "GET channel status")
+        return body
+
+    def history(self, channel, **params):
+        q = urllib.parse.urlencode(params)
+        status, _, body = self.http("GET", "/v1/channels/%s/messages%s" % (quote(channel), "?" + q if q else ""))
+        check_eq(status, 200, "GET messages status (body %r)" % (body,))
+        return body["messages"]
+
+    def full_history(self, channel, page=100):
+        """Every retained message, oldest first, paging forwards with from_seq."""
+        out = []
+        after = None
+        for _ in range(10000):
+            params = {"limit": page}
+            if after is not None:
+                params["from_seq"] = after
+            msgs = self.history(channel, **params)
+            if not msgs:
+                break
+            out.extend(msgs)
+            after = msgs[-1]["seq"]
+        return out
+
+
+class Server(RestApi):
     """One `tern dev` process. Use as a context manager or call start()/stop()."""
 
     def __init__(self, config=None, data_dir=None, port=None, extra_args=None, env=None, mode=None):
@@ -373,37 +410,6 @@ class Server:
             for k, v in parse_metrics(ntext).items():
                 m.setdefault(k, v)
         return m
-
-    def publish_rest(self, channel, msgs):
-        status, _, body = self.http("POST", "/v1/channels/%s/messages" % quote(channel), body=msgs)
-        check_eq(status, 201, "POST messages status (body %r)" % (body,))
-        return body["messages"]
-
-    def channel_info(self, channel):
-        status, _, body = self.http("GET", "/v1/channels/%s" % quote(channel))
-        check_eq(status, 200, "GET channel status")
-        return body
-
-    def history(self, channel, **params):
-        q = urllib.parse.urlencode(params)
-        status, _, body = self.http("GET", "/v1/channels/%s/messages%s" % (quote(channel), "?" + q if q else ""))
-        check_eq(status, 200, "GET messages status (body %r)" % (body,))
-        return body["messages"]
-
-    def full_history(self, channel, page=100):
-        """Every retained message, oldest first, paging forwards with from_seq."""
-        out = []
-        after = None
-        for _ in range(10000):
-            params = {"limit": page}
-            if after is not None:
-                params["from_seq"] = after
-            msgs = self.history(channel, **params)
-            if not msgs:
-                break
-            out.extend(msgs)
-            after = msgs[-1]["seq"]
-        return out
 
 
 def _read(path):
