@@ -1,5 +1,5 @@
 # Shared shell helpers for the benchmark runners (run_fanout.sh,
-# run_cluster.sh): start a server process, wait for its /healthz, stop it by
+# run_cluster.sh, run_compare.sh, run_queue.sh): start a server process, wait for its /healthz, stop it by
 # PID, read its CPU and sockets from /proc. Source it; it defines functions
 # only. Every wait is bounded in count and time.
 
@@ -25,18 +25,19 @@ wait_healthz() {
   return 1
 }
 
-# stop_pid PID WHAT: SIGTERM, SIGKILL after 10 s, then reaps it (the caller
-# must be its parent for the reap). Empty PID: nothing to do.
+# stop_pid PID WHAT [SECONDS]: SIGTERM, SIGKILL after SECONDS (default 10),
+# then reaps it (the caller must be its parent for the reap). Empty PID:
+# nothing to do.
 stop_pid() {
-  local pid=$1 what=${2:-server}
+  local pid=$1 what=${2:-server} secs=${3:-10}
   [ -n "$pid" ] || return 0
   kill -TERM "$pid" 2>/dev/null
-  for _ in $(seq 100); do
+  for _ in $(seq $((secs * 10))); do
     kill -0 "$pid" 2>/dev/null || break
     sleep 0.1
   done
   if kill -0 "$pid" 2>/dev/null; then
-    echo "bench: $what $pid ignored SIGTERM for 10 s, killing it" >&2
+    echo "bench: $what $pid ignored SIGTERM for $secs s, killing it" >&2
     kill -KILL "$pid" 2>/dev/null
   fi
   wait "$pid" 2>/dev/null

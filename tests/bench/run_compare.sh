@@ -96,18 +96,11 @@ fi
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tern-bench-compare.XXXXXX")
 server_pid=""
 
+# free_port, stop_pid: tests/bench/lib_server.sh
+. "$repo/tests/bench/lib_server.sh"
+
 stop_server() {
-  [ -n "$server_pid" ] || return 0
-  kill -TERM "$server_pid" 2>/dev/null
-  for _ in $(seq 100); do
-    kill -0 "$server_pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$server_pid" 2>/dev/null; then
-    echo "run_compare: server $server_pid ignored SIGTERM for 10 s, killing it" >&2
-    kill -KILL "$server_pid" 2>/dev/null
-  fi
-  wait "$server_pid" 2>/dev/null
+  stop_pid "$server_pid" server
   server_pid=""
 }
 cleanup() {
@@ -116,10 +109,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
 
 # wait_port PORT LOG: 0 once something accepts on 127.0.0.1:PORT while the
 # server lives, 1 when it exits or 10 s pass.

@@ -93,38 +93,20 @@ fi
 tmp=$(mktemp -d /tmp/tern-bench-queue.XXXXXX)
 tern_pid="" rabbit_pid="" beam_pid="" epmd_pid=""
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
-
-# Ends what we started, by PID only: SIGTERM, a bounded wait, then SIGKILL.
-stop_pid() {
-  local pid=$1 what=$2 i
-  [ -n "$pid" ] || return 0
-  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
-  kill -TERM "$pid" 2>/dev/null
-  for i in $(seq 1 600); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    echo "run_queue: $what (pid $pid) did not stop in 60 s; SIGKILL" >&2
-    kill -KILL "$pid" 2>/dev/null
-  fi
-  wait "$pid" 2>/dev/null
-  return 0
-}
+# free_port, stop_pid: tests/bench/lib_server.sh. RabbitMQ may take a while to
+# stop, so every stop here waits up to 60 s before SIGKILL.
+. "$repo/tests/bench/lib_server.sh"
 
 cleanup() {
-  stop_pid "$tern_pid" "tern"
+  stop_pid "$tern_pid" "tern" 60
   tern_pid=""
-  stop_pid "$rabbit_pid" "rabbitmq-server"
+  stop_pid "$rabbit_pid" "rabbitmq-server" 60
   rabbit_pid=""
   if [ -n "$beam_pid" ] && kill -0 "$beam_pid" 2>/dev/null; then
     kill -KILL "$beam_pid" 2>/dev/null
   fi
   beam_pid=""
-  stop_pid "$epmd_pid" "epmd"
+  stop_pid "$epmd_pid" "epmd" 60
   epmd_pid=""
   if [ "$keep" = 1 ]; then
     echo "run_queue: kept $tmp"
@@ -187,7 +169,7 @@ run_tern() {
     out=$(printf '%s\npass=0\n' "$(grep -v '^pass=' <<<"$out")")
   fi
   curl -s --max-time 5 "http://127.0.0.1:$port/metrics" | grep "^tern_queue_.*queue=\"$q\"" || true
-  stop_pid "$tern_pid" "tern"
+  stop_pid "$tern_pid" "tern" 60
   tern_pid=""
   results+=("tern	$out")
 }
@@ -247,10 +229,10 @@ CONF
   rc=$?
   echo "$out"
   [ "$rc" = 0 ] || status=1
-  stop_pid "$rabbit_pid" "rabbitmq-server"
+  stop_pid "$rabbit_pid" "rabbitmq-server" 60
   rabbit_pid=""
   for i in $(seq 1 100); do kill -0 "$beam_pid" 2>/dev/null || break; sleep 0.1; done
-  stop_pid "$epmd_pid" "epmd"
+  stop_pid "$epmd_pid" "epmd" 60
   epmd_pid=""
   results+=("rabbitmq	$out")
 }
