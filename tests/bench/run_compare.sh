@@ -10,7 +10,7 @@
 #   tests/bench/run_compare.sh [--build DIR] [--tern BIN] [--bench BIN]
 #                              [--brokers 'tern mosquitto nchan']
 #                              [--only REGEX] [--full] [--smoke] [--docs]
-#                              [--duration-ms T] [--keep]
+#                              [--duration-ms T] [--set 'KEY VAL']... [--keep]
 #
 #   --brokers LIST  which brokers, in this order (all three)
 #   --only REGEX    run only workloads whose name matches (grep -E)
@@ -19,6 +19,7 @@
 #   --smoke         20 subscribers, a few messages: proves the plumbing
 #   --docs          write docs/bench-compare.md and docs/bench-compare.png
 #   --duration-ms T publish phase per run, at most (20000)
+#   --set 'KEY VAL' one more line of Tern's config (repeatable)
 #   --keep          keep the temporary dir (configs, logs, raw outputs)
 #
 # Needs: mosquitto, nginx-light (or any nginx) with libnginx-mod-nchan,
@@ -30,6 +31,7 @@ repo=$(cd "$(dirname "$0")/../.." && pwd)
 build="$repo/build"
 tern="" bench="" only="" smoke=0 keep=0 full=0 docs=0 duration_ms=20000
 brokers="tern mosquitto nchan"
+tern_sets=()
 args_given="$*"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -42,8 +44,9 @@ while [ $# -gt 0 ]; do
     --smoke) smoke=1; shift ;;
     --docs) docs=1; shift ;;
     --duration-ms) duration_ms=$2; shift 2 ;;
+    --set) tern_sets+=("$2"); shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "run_compare: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -133,6 +136,7 @@ start_tern() { # DIR
   local dir=$1
   mkdir -p "$dir/data"
   printf 'session_queue_max_bytes 8388608\nheartbeat_ms 15000\n' >"$dir/tern.conf"
+  [ ${#tern_sets[@]} -gt 0 ] && printf '%s\n' "${tern_sets[@]}" >>"$dir/tern.conf"
   port=$(free_port)
   "$tern" dev --listen "127.0.0.1:$port" --data "$dir/data" --config "$dir/tern.conf" \
     >"$dir/server.log" 2>&1 &
