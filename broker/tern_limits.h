@@ -110,6 +110,20 @@
 #define TERN_HANDSHAKE_TIMEOUT_S_MIN 1
 #define TERN_HANDSHAKE_TIMEOUT_S_MAX 300
 
+/* Client connections an edge (tern edge, tern dev) is sized for, one
+ * descriptor each, and the descriptors kept for everything else (links to
+ * nodes, listeners, the store's files, HTTP requests). At start the soft
+ * RLIMIT_NOFILE is raised to the hard one; below CLIENTS_TARGET + RESERVE the
+ * edge says how many clients fit. Each idle WebSocket costs about 3 KiB of
+ * RSS (docs/bench-idle.md), so 100 000 need about 300 MiB. */
+#define TERN_EDGE_CLIENTS_TARGET 100000
+#define TERN_NOFILE_RESERVE 1024
+/* Soft RLIMIT_NOFILE, at most: lws 4.1 takes a limit above 10 000 000 as
+ * unreasonable and sizes its tables for 2 560 descriptors instead. Its two
+ * tables cost 16 bytes of address space per descriptor, touched only as
+ * descriptors are used. */
+#define TERN_NOFILE_MAX (8u * 1024 * 1024)
+
 /* Graceful shutdown: clients get up to this long to answer the close frame. */
 #define TERN_SHUTDOWN_GRACE_MS 5000
 

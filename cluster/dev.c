@@ -17,7 +17,9 @@
 #include "edge.h"
 #include "edge_main.h"
 #include "frame.h"
+#include "nofile.h"
 #include "node_svc.h"
+#include "tern_limits.h"
 
 /* In-flight link calls get this long after the edge stopped (they are usually done). */
 #define DEV_DRAIN_GRACE_MS 5000
@@ -99,6 +101,7 @@ int tern_dev_main(int argc, char **argv)
 		snprintf(d->cfg.node_id, sizeof(d->cfg.node_id), "dev");
 	signal(SIGPIPE, SIG_IGN);
 	lws_set_log_level(LLL_ERR, NULL);
+	nofile_raise((uint64_t)TERN_EDGE_CLIENTS_TARGET + TERN_NOFILE_RESERVE, stderr);
 	uv_loop_init(&d->loop);
 	if (broker_host_open(&d->host, &d->loop, &d->cfg, why, sizeof(why)) != 0) {
 		fprintf(stderr, "tern: %s\n", why);

@@ -13,6 +13,8 @@
 #include "config.h"
 #include "edge.h"
 #include "frame.h"
+#include "nofile.h"
+#include "tern_limits.h"
 
 struct edge_proc {
 	uv_loop_t loop;
@@ -103,6 +105,7 @@ int tern_edge_main(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	lws_set_log_level(LLL_ERR, NULL);
+	nofile_raise((uint64_t)TERN_EDGE_CLIENTS_TARGET + TERN_NOFILE_RESERVE, stderr);
 	uv_loop_init(&p->loop);
 	p->bl = backend_link_new(&p->loop, &p->cfg, stderr, why, sizeof(why));
 	if (!p->bl) {
