@@ -10,11 +10,13 @@
  */
 #include "fanout/fanout.h"
 
+#include <arpa/inet.h>
 #include <getopt.h>
 #include <libwebsockets.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 static void usage(FILE *to)
@@ -26,7 +28,10 @@ static void usage(FILE *to)
 		"  --channel NAME         channel (bench:fanout:PID)\n"
 		"  --channels K           K channels NAME-0..NAME-K-1: subscriber i on i %% K,\n"
 		"                         message i published on i %% K (1)\n"
-		"  --subscribers N        WebSocket subscribers (1000)\n"
+		"  --subscribers N        WebSocket subscribers, 1-200000 (1000)\n"
+		"  --source-addrs LIST    local IPv4 addresses subscribers connect from, round\n"
+		"                         robin: A,B,... and/or ranges A-LAST (127.0.0.2-9);\n"
+		"                         each gives ~28 000 ports, at most 64 addresses\n"
 		"  --mode inflight1|rate  one message in flight, or a fixed rate (inflight1)\n"
 		"  --messages M           messages to publish, at most (1000)\n"
 		"  --rate R               rate mode: messages per second (1000)\n"
@@ -102,9 +107,10 @@ static void report(const struct fanout_config *cfg, const struct fanout_result *
 	       (unsigned long long)r->reordered, (unsigned long long)r->seq_gaps,
 	       (unsigned long long)r->seq_mismatch, (unsigned long long)r->errors,
 	       (unsigned long long)r->bad_frames);
-	printf("connect_s=%.3f\npublish_s=%.3f\ndeliver_s=%.3f\npublish_rate_per_s=%.1f\n"
-	       "held_ticks=%llu\ndeliveries_per_s=%.0f\n",
-	       (double)r->connect_ns / 1e9, (double)r->publish_ns / 1e9, deliver_s,
+	printf("connect_s=%.3f\nconnect_rate_per_s=%.0f\npublish_s=%.3f\ndeliver_s=%.3f\n"
+	       "publish_rate_per_s=%.1f\nheld_ticks=%llu\ndeliveries_per_s=%.0f\n",
+	       (double)r->connect_ns / 1e9, per(r->subscribed, (double)r->connect_ns / 1e9),
+	       (double)r->publish_ns / 1e9, deliver_s,
 	       r->publish_rate, (unsigned long long)r->held_ticks, per(d, deliver_s));
 	printf("latency_us_p50=%.1f\nlatency_us_p99=%.1f\nlatency_us_p999=%.1f\n"
 	       "latency_us_max=%.1f\nack_latency_us_p50=%.1f\nack_latency_us_p99=%.1f\n",
@@ -142,7 +148,7 @@ enum {
 	OPT_BROKER = 256, OPT_HOST, OPT_PORT, OPT_CHANNEL, OPT_CHANNELS, OPT_SUBS, OPT_MODE, OPT_MESSAGES,
 	OPT_RATE, OPT_BURST, OPT_WINDOW, OPT_BACKLOG, OPT_BYTES, OPT_DURATION, OPT_CRATE,
 	OPT_CCONC, OPT_CTIMEOUT, OPT_SETTLE, OPT_DRAIN, OPT_DMAX, OPT_MTIMEOUT, OPT_PID, OPT_LABEL,
-	OPT_VERBOSE, OPT_FLOOR, OPT_FLOOR_BYTES, OPT_HELP,
+	OPT_VERBOSE, OPT_FLOOR, OPT_FLOOR_BYTES, OPT_SOURCE_ADDRS, OPT_HELP,
 };
 
 static const struct option options[] = {
@@ -172,6 +178,7 @@ static const struct option options[] = {
 	{ "verbose", no_argument, NULL, OPT_VERBOSE },
 	{ "floor", no_argument, NULL, OPT_FLOOR },
 	{ "floor-bytes", required_argument, NULL, OPT_FLOOR_BYTES },
+	{ "source-addrs", required_argument, NULL, OPT_SOURCE_ADDRS },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -186,6 +193,74 @@ static int num(const char *s, double lo, double hi, double *out)
 		return -1;
 	*out = v;
 	return 0;
+}
+
+/* Parses --source-addrs: items separated by commas, each a numeric IPv4
+ * address or a range A.B.C.D-E of the last byte. Checks the count against
+ * FANOUT_SOURCE_ADDRS_MAX before storing anything. Returns 0 or -1. */
+static int source_addrs_parse(const char *list, struct fanout_config *cfg)
+{
+	static char text[FANOUT_SOURCE_ADDRS_MAX][INET_ADDRSTRLEN];
+	static const char *ptrs[FANOUT_SOURCE_ADDRS_MAX];
+	char item[64];
+	uint32_t n = 0;
+
+	for (const char *p = list; *p;) {
+		size_t len = strcspn(p, ",");
+		char *dash, *end;
+		struct in_addr a;
+		unsigned long last;
+		unsigned first;
+
+		if (len == 0 || len >= sizeof(item))
+			return -1;
+		memcpy(item, p, len);
+		item[len] = '\0';
+		p += len + (p[len] == ',');
+		dash = strchr(item, '-');
+		if (dash)
+			*dash = '\0';
+		if (inet_pton(AF_INET, item, &a) != 1)
+			return -1;
+		first = ntohl(a.s_addr) & 0xff;
+		last = first;
+		if (dash) {
+			last = strtoul(dash + 1, &end, 10);
+			if (end == dash + 1 || *end != '\0' || last < first || last > 255)
+				return -1;
+		}
+		if (n + (last - first + 1) > FANOUT_SOURCE_ADDRS_MAX) {
+			fprintf(stderr, "bench_fanout: --source-addrs: more than %d addresses\n",
+				FANOUT_SOURCE_ADDRS_MAX);
+			return -1;
+		}
+		for (unsigned long b = first; b <= last; b++, n++) {
+			a.s_addr = htonl((ntohl(a.s_addr) & ~0xffu) | (uint32_t)b);
+			inet_ntop(AF_INET, &a, text[n], sizeof(text[n]));
+			ptrs[n] = text[n];
+		}
+	}
+	if (n == 0)
+		return -1;
+	cfg->source_addrs = ptrs;
+	cfg->nsource_addrs = n;
+	return 0;
+}
+
+/* Raises RLIMIT_NOFILE and says whether `need` descriptors fit: a run that
+ * cannot open them all is refused at once, not reported as a broker failure. */
+static bool nofile_enough(uint32_t need)
+{
+	struct rlimit rl;
+
+	fanout_raise_nofile(need);
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+	    rl.rlim_cur >= need)
+		return true;
+	fprintf(stderr, "bench_fanout: %u subscribers need %u descriptors; RLIMIT_NOFILE is "
+		"%llu (hard %llu). Raise ulimit -Hn (needs CAP_SYS_RESOURCE)\n",
+		need - 64, need, (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max);
+	return false;
 }
 
 struct floor_opts {
@@ -212,7 +287,10 @@ static int parse_args(int argc, char **argv, struct fanout_config *cfg, const ch
 		case OPT_PORT: bad = num(a, 1, 65535, &v); cfg->port = (int)v; break;
 		case OPT_CHANNEL: cfg->channel = a; bad = !channel_ok(a); break;
 		case OPT_CHANNELS: bad = num(a, 1, 60000, &v); cfg->channels = (uint32_t)v; break;
-		case OPT_SUBS: bad = num(a, 1, 60000, &v); cfg->subscribers = (uint32_t)v; break;
+		case OPT_SUBS:
+			bad = num(a, 1, FANOUT_SUBSCRIBERS_MAX, &v);
+			cfg->subscribers = (uint32_t)v;
+			break;
 		case OPT_MODE:
 			bad = strcmp(a, "inflight1") && strcmp(a, "rate");
 			cfg->mode = strcmp(a, "rate") ? FANOUT_MODE_INFLIGHT1 : FANOUT_MODE_RATE;
@@ -236,6 +314,7 @@ static int parse_args(int argc, char **argv, struct fanout_config *cfg, const ch
 		case OPT_VERBOSE: cfg->verbose = true; break;
 		case OPT_FLOOR: floor->run = true; break;
 		case OPT_FLOOR_BYTES: bad = num(a, 1, 1024, &v); floor->msg_bytes = (uint32_t)v; break;
+		case OPT_SOURCE_ADDRS: bad = source_addrs_parse(a, cfg) < 0; break;
 		case OPT_HELP: usage(stdout); exit(0);
 		default: return -1;
 		}
@@ -321,6 +400,8 @@ int main(int argc, char **argv)
 		b = b > 2.0 * cfg.burst ? b : 2.0 * cfg.burst;
 		cfg.backlog_max = (uint64_t)b;
 	}
+	if (!nofile_enough(cfg.subscribers + 64))
+		return 2;
 	lws_set_log_level(LLL_ERR, NULL);
 	rc = fanout_run(&cfg, &res);
 	if (rc < 0) {

@@ -168,6 +168,13 @@ enum fanout_mode {
 	FANOUT_MODE_RATE,      /* publish at a fixed rate, in bursts, pipelined */
 };
 
+/* Subscribers in one run, at most: 200 000 connections need as many
+ * descriptors (ulimit -Hn) and, on loopback, ephemeral ports (about 28 000
+ * per source address: --source-addrs). */
+#define FANOUT_SUBSCRIBERS_MAX 200000
+/* Local addresses subscribers connect from, at most (--source-addrs). */
+#define FANOUT_SOURCE_ADDRS_MAX 64
+
 /* A workload. Every phase has a bound in count and time, so a broker that
  * loses messages or connections ends the run with a failure, never a hang. */
 struct fanout_config {
@@ -196,6 +203,9 @@ struct fanout_config {
 	uint32_t drain_max_ms;        /* after the last publish, at most */
 	uint32_t message_timeout_ms;  /* INFLIGHT1: one message to reach everyone */
 	int server_pid;               /* 0: no broker CPU or RSS figures */
+	const char *const *source_addrs; /* numeric IPv4: subscriber i binds
+					 source_addrs[i % nsource_addrs] */
+	uint32_t nsource_addrs;       /* 0: the kernel picks (127.0.0.1) */
 	bool verbose;
 };
 

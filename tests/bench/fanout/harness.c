@@ -192,6 +192,10 @@ static int conn_start(struct harness *h, struct conn *c, bool publisher)
 	ci.opaque_user_data = c;
 	ci.pwsi = &c->wsi;
 	ci.retry_and_idle_policy = &no_validity;
+	/* lws binds the socket to this address (port 0) before connecting:
+	 * each source address has its own ~28 000 ephemeral ports. */
+	if (!publisher && h->cfg->nsource_addrs)
+		ci.iface = h->cfg->source_addrs[c->id % h->cfg->nsource_addrs];
 	c->state = CONN_CONNECTING;
 	if (!lws_client_connect_via_info(&ci)) {
 		/* lws may already have reported CONNECTION_ERROR through the
