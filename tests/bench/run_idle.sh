@@ -143,7 +143,7 @@ snap() {
 connect_ms=$(( subs * 1000 / 5000 * 2 + 30000 ))   # twice the time at 5 000/s, + 30 s
 bound_s=$(( connect_ms / 1000 + idle_ms / 1000 + messages * 30 + 120 ))
 args=(--port "$port" --server-pid "$main_pid" --subscribers "$subs" --source-addrs "$addrs"
-      --connect-rate "$crate" --connect-concurrency 1024 --connect-timeout-ms "$connect_ms"
+      --connect-rate "$crate" --connect-concurrency 512 --connect-timeout-ms "$connect_ms"
       --settle-ms "$idle_ms" --mode inflight1 --messages "$messages"
       --message-timeout-ms 30000 --drain-timeout-ms 30000 --drain-max-ms 60000
       --label "idle-$target-$subs" --verbose)
