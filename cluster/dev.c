@@ -32,6 +32,7 @@ struct dev {
 	struct node_svc *svc;
 	struct backend_link *bl;
 	struct edge *edge;
+	struct nofile nofile; /* open files limit, logged once started */
 };
 
 static void write_metrics(void *arg, FILE *out)
@@ -101,7 +102,7 @@ int tern_dev_main(int argc, char **argv)
 		snprintf(d->cfg.node_id, sizeof(d->cfg.node_id), "dev");
 	signal(SIGPIPE, SIG_IGN);
 	lws_set_log_level(LLL_ERR, NULL);
-	nofile_raise((uint64_t)TERN_EDGE_CLIENTS_TARGET + TERN_NOFILE_RESERVE, stderr);
+	nofile_raise(&d->nofile);
 	uv_loop_init(&d->loop);
 	if (broker_host_open(&d->host, &d->loop, &d->cfg, why, sizeof(why)) != 0) {
 		fprintf(stderr, "tern: %s\n", why);
@@ -143,6 +144,7 @@ int tern_dev_main(int argc, char **argv)
 		"store sync %s, node and edge linked over %s; auth is off (no keys configured)\n",
 		TERN_VERSION, d->cfg.listen, d->cfg.listen, d->cfg.data_dir,
 		d->cfg.store_sync_full ? "full" : "normal", d->cfg.nodes);
+	nofile_log(&d->nofile, (uint64_t)TERN_EDGE_CLIENTS_TARGET + TERN_NOFILE_RESERVE, stderr);
 	uv_run(&d->loop, UV_RUN_DEFAULT);
 	edge_free(d->edge);
 	uv_run(&d->loop, UV_RUN_DEFAULT);

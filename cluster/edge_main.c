@@ -22,6 +22,7 @@ struct edge_proc {
 	struct tern_config cfg;
 	struct backend_link *bl;
 	struct edge *edge;
+	struct nofile nofile; /* open files limit, logged once started */
 };
 
 /* Appends what a FILE* writer produced to a metrics buffer. */
@@ -105,7 +106,7 @@ int tern_edge_main(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	lws_set_log_level(LLL_ERR, NULL);
-	nofile_raise((uint64_t)TERN_EDGE_CLIENTS_TARGET + TERN_NOFILE_RESERVE, stderr);
+	nofile_raise(&p->nofile);
 	uv_loop_init(&p->loop);
 	p->bl = backend_link_new(&p->loop, &p->cfg, stderr, why, sizeof(why));
 	if (!p->bl) {
@@ -133,6 +134,7 @@ int tern_edge_main(int argc, char **argv)
 		"nodes %s, %llu data links + 1 control link each; auth is off (no keys configured)\n",
 		TERN_VERSION, p->cfg.node_id, p->cfg.region, p->cfg.listen, p->cfg.listen,
 		p->cfg.nodes, (unsigned long long)p->cfg.links);
+	nofile_log(&p->nofile, (uint64_t)TERN_EDGE_CLIENTS_TARGET + TERN_NOFILE_RESERVE, stderr);
 	uv_run(&p->loop, UV_RUN_DEFAULT);
 	edge_free(p->edge);
 out:

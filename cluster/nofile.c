@@ -6,35 +6,47 @@
 
 #include "tern_limits.h"
 
-uint64_t nofile_raise(uint64_t want, FILE *log)
+static uint64_t lim(rlim_t v)
+{
+	return v == RLIM_INFINITY || v > TERN_NOFILE_MAX ? TERN_NOFILE_MAX : (uint64_t)v;
+}
+
+void nofile_raise(struct nofile *out)
 {
 	struct rlimit rl;
+	memset(out, 0, sizeof(*out));
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
-		fprintf(log, "tern: cannot read the open files limit: %s\n", strerror(errno));
-		return 0;
+		out->err = errno;
+		return;
 	}
-	rlim_t was = rl.rlim_cur, to = rl.rlim_max;
-	if (to == RLIM_INFINITY || to > TERN_NOFILE_MAX)
-		to = TERN_NOFILE_MAX;
-	if (to > rl.rlim_cur) {
-		rl.rlim_cur = to;
-		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
-			fprintf(log, "tern: cannot raise the open files limit to %llu: %s\n",
-				(unsigned long long)to, strerror(errno));
-		getrlimit(RLIMIT_NOFILE, &rl);
+	out->was = out->now = lim(rl.rlim_cur);
+	out->hard = lim(rl.rlim_max);
+	if (out->hard <= out->was)
+		return;
+	rl.rlim_cur = (rlim_t)out->hard;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+		out->err = errno;
+	else
+		out->now = out->hard;
+}
+
+void nofile_log(const struct nofile *n, uint64_t want, FILE *log)
+{
+	if (n->now == 0) {
+		fprintf(log, "tern: cannot read the open files limit: %s\n", strerror(n->err));
+		return;
 	}
-	uint64_t now = rl.rlim_cur == RLIM_INFINITY ? TERN_NOFILE_MAX : (uint64_t)rl.rlim_cur;
-	uint64_t hard = rl.rlim_max == RLIM_INFINITY ? TERN_NOFILE_MAX : (uint64_t)rl.rlim_max;
-	if (now >= want) {
-		fprintf(log, "tern: open files limit %llu (was %llu)\n", (unsigned long long)now,
-			(unsigned long long)was);
-	} else {
-		uint64_t fit = now > TERN_NOFILE_RESERVE ? now - TERN_NOFILE_RESERVE : 0;
-		fprintf(log,
-			"tern: open files limit %llu (hard limit %llu): about %llu clients fit, "
-			"under the %llu wanted; raise LimitNOFILE (systemd) or ulimit -Hn\n",
-			(unsigned long long)now, (unsigned long long)hard,
-			(unsigned long long)fit, (unsigned long long)(want - TERN_NOFILE_RESERVE));
+	if (n->now >= want) {
+		fprintf(log, "tern: open files limit %llu (was %llu)\n", (unsigned long long)n->now,
+			(unsigned long long)n->was);
+		return;
 	}
-	return now;
+	uint64_t fit = n->now > TERN_NOFILE_RESERVE ? n->now - TERN_NOFILE_RESERVE : 0;
+	fprintf(log,
+		"tern: open files limit %llu (hard limit %llu%s%s): about %llu clients fit, under "
+		"the %llu wanted; raise LimitNOFILE (systemd) or ulimit -Hn\n",
+		(unsigned long long)n->now, (unsigned long long)n->hard,
+		n->err ? ", raising failed: " : "", n->err ? strerror(n->err) : "",
+		(unsigned long long)fit,
+		(unsigned long long)(want > TERN_NOFILE_RESERVE ? want - TERN_NOFILE_RESERVE : want));
 }

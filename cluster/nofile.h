@@ -6,11 +6,21 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* Raises the soft RLIMIT_NOFILE to the hard limit (at most TERN_NOFILE_MAX),
- * and writes one line to log with the limit in force: with a warning when it
- * is below `want` descriptors. Call it before lws_create_context, which sizes
- * its descriptor tables from the soft limit. Returns the soft limit now in
- * force (0 when it cannot be read). Nothing to free. */
-uint64_t nofile_raise(uint64_t want, FILE *log);
+struct nofile {
+	uint64_t was;  /* soft limit found at start */
+	uint64_t now;  /* soft limit in force after nofile_raise */
+	uint64_t hard; /* hard limit */
+	int err;       /* errno of a failed getrlimit or setrlimit, else 0 */
+};
+
+/* Raises the soft RLIMIT_NOFILE to the hard limit (at most TERN_NOFILE_MAX)
+ * and fills *out. Writes nothing, so a start that fails later still says one
+ * line. Call it before lws_create_context, which sizes its descriptor tables
+ * from the soft limit. */
+void nofile_raise(struct nofile *out);
+
+/* Writes one line to log: the limit in force, and when it holds fewer than
+ * `want` descriptors, how many clients fit and what to raise. */
+void nofile_log(const struct nofile *n, uint64_t want, FILE *log);
 
 #endif

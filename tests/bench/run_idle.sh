@@ -91,7 +91,7 @@ if [ "$nofile" != unlimited ] && [ "$nofile" -lt "$need" ]; then
   echo "run_idle: BLOCKED: RLIMIT_NOFILE hard limit is $(ulimit -Hn), under the $need" \
     "descriptors one process (the edge, and the harness) needs for $subs connections;" \
     "raising it needs CAP_SYS_RESOURCE, which this shell $([ $sysres = 1 ] && echo has || echo "lacks (CapEff $capeff)")." \
-    "About $((nofile - 1100)) subscribers fit: try --subscribers $((nofile - 1100))." >&2
+    "About $((nofile - 1100)) subscribers fit: try --subscribers $((nofile - 1100))." 
   report_targets NOT_RUN NOT_RUN NOT_RUN
   exit 1
 fi
@@ -130,7 +130,7 @@ else
   wait_healthz "$!" "$port" "tern edge" || { tail -5 "$tmp/edge.log" >&2; exit 1; }
 fi
 main_pid=${pids[-1]#*:}   # dev, or the edge: the process clients talk to
-head -1 "$tmp/${pids[-1]%%:*}.log"
+head -2 "$tmp/${pids[-1]%%:*}.log"
 
 # snap TAG: per process TAG ROLE CPU_TICKS SOCKETS RSS_KIB, into $tmp/snaps.
 snap() {
