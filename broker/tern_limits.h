@@ -58,6 +58,12 @@
 /* Frames written per writable callback: bounds one loop turn (libuv reads 32). */
 #define TERN_SESSION_WRITES_PER_TURN 64
 
+/* Sessions whose queued frames are written in one loop turn, at most. A
+ * broadcast to 100 000 idle sessions is about a second of send() calls; in
+ * slices of 4 096 (tens of ms) the loop still reads links, heartbeats and new
+ * clients in between, and the rest go out on the next turns, in order. */
+#define TERN_EDGE_FLUSH_SESSIONS_PER_TURN 4096
+
 /* Bytes of queued frames copied into one socket write. 64 KiB is past the
  * point where a send's fixed cost is amortised, and small enough to stay in
  * cache; a single larger frame is written on its own. */

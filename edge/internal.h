@@ -41,6 +41,8 @@ struct edge {
 	unsigned char *wbuf;	/* LWS_PRE + TERN_EDGE_WRITE_BATCH_BYTES scratch for writes */
 	struct list dirty;	/* sessions with frames queued this loop turn */
 	uv_check_t flush;	/* writes them after the loop's I/O phase */
+	uv_idle_t more;		/* active while dirty sessions are left for the next
+				 * turn: keeps that turn's poll from blocking */
 	uint64_t conn_counter;
 	char conn_prefix[20];
 	bool shutting_down;

@@ -393,14 +393,25 @@ static void flush_now(struct session *s)
 		echan_resume_drained(s);
 }
 
+static void on_more(uv_idle_t *h)
+{
+	(void)h; /* only keeps the loop from blocking: the check writes */
+}
+
 void sessions_flush(struct edge *e)
 {
-	while (!list_empty(&e->dirty)) {
+	unsigned n = 0;
+	while (!list_empty(&e->dirty) && n++ < TERN_EDGE_FLUSH_SESSIONS_PER_TURN) {
 		struct session *s = container_of(e->dirty.next, struct session, dirty_link);
 		session_undirty(s);
 		flush_now(s);
 	}
+	if (!list_empty(&e->dirty)) {
+		uv_idle_start(&e->more, on_more);
+		return;
+	}
 	uv_check_stop(&e->flush);
+	uv_idle_stop(&e->more);
 }
 
 static int on_writeable(struct session *s)
