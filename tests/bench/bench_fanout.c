@@ -82,6 +82,7 @@ static void report(const struct fanout_config *cfg, const struct fanout_result *
 	double broker_us = (double)(r->broker_cpu.user_us + r->broker_cpu.sys_us);
 	double self_us = (double)(r->harness_cpu.user_us + r->harness_cpu.sys_us);
 	double d = (double)r->deliveries;
+	struct rusage ru;
 
 	printf("bench=fanout\n");
 	if (label)
@@ -141,6 +142,8 @@ static void report(const struct fanout_config *cfg, const struct fanout_result *
 	printf("harness_cpu_us_per_delivery=%.3f\nharness_cpu_cores=%.2f\nharness_runq_wait_ms=%.0f\n",
 	       per(self_us, d), per(self_us / 1e6, deliver_s),
 	       (double)r->harness_cpu.runq_wait_ns / 1e6);
+	if (getrusage(RUSAGE_SELF, &ru) == 0) /* peak: what holding N connections took */
+		printf("harness_maxrss_kib=%ld\n", ru.ru_maxrss);
 	fflush(stdout);
 }
 

@@ -163,7 +163,7 @@ echo "bench_fanout ${args[*]}"
 rc=$(cat "$tmp/rc" 2>/dev/null || echo 1)
 out=$tmp/bench.out
 get() { sed -n "s/^$1=//p" "$out" | head -1; }
-grep -E '^(result|reason|subscribed|connect_failed|closed_by_broker|published|expected_deliveries|deliveries|lost|duplicated|reordered|seq_gaps|connect_s|connect_rate_per_s|deliver_s|latency_us_p50|latency_us_p99|latency_us_max|broker_cpu_us_per_delivery|broker_connect_cpu_us_per_conn|broker_rss_before_kib|broker_rss_after_kib|broker_rss_bytes_per_conn)=' "$out"
+grep -E '^(result|reason|subscribed|connect_failed|closed_by_broker|published|expected_deliveries|deliveries|lost|duplicated|reordered|seq_gaps|connect_s|connect_rate_per_s|deliver_s|latency_us_p50|latency_us_p99|latency_us_max|broker_cpu_us_per_delivery|broker_connect_cpu_us_per_conn|broker_rss_before_kib|broker_rss_after_kib|broker_rss_bytes_per_conn|harness_maxrss_kib)=' "$out"
 [ -s "$tmp/ss" ] && cat "$tmp/ss"
 [ -s "$tmp/bench.err" ] && sed 's/^/# /' "$tmp/bench.err" | head -10
 for rp in "${pids[@]}"; do
