@@ -264,13 +264,9 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 	e->ctx = e->wbuf && e->hb_frame ? lws_create_context(&info) : NULL;
 	if (!e->ctx) {
 		snprintf(why, why_len, "cannot listen on %s:%d", host, port);
-		frame_unref(e->hb_frame);
-		free(e->wbuf);
-		uv_close((uv_handle_t *)&e->tick, NULL);
-		uv_close((uv_handle_t *)&e->flush, NULL);
-		uv_close((uv_handle_t *)&e->more, NULL);
-		hmap_destroy(&e->chans);
-		free(e);
+		/* The handles are on the loop now: e is freed once they are
+		 * closed, when the caller runs the loop (as after edge_free). */
+		edge_free(e);
 		return TERN_EINTERNAL;
 	}
 	uint64_t every = ec->cfg->heartbeat_ms / 4;
