@@ -39,6 +39,15 @@
  * (retryable): the disk is the bottleneck and memory must not absorb it. */
 #define TERN_STORE_QUEUE_BYTES_DEFAULT (64 * 1024 * 1024)
 #define TERN_STORE_QUEUE_OPS_MAX 65536
+/* WAL pages (4 KiB) that wake the checkpointer thread, and the bound past which the writer
+ * checkpoints itself (a checkpointer that cannot keep up). */
+#define TERN_STORE_CKPT_PAGES 1000
+#define TERN_STORE_WAL_MAX_PAGES 16000
+/* Passes one wake-up of the checkpointer makes at most while the writer keeps appending. */
+#define TERN_STORE_CKPT_PASSES 8
+/* The writer's own checkpoint retries this many times, 1 ms apart, while a pass of the
+ * checkpointer finishes. */
+#define TERN_STORE_WRITER_CKPT_TRIES 2000
 /* How often expired history and idempotency keys are swept. */
 #define TERN_STORE_SWEEP_MS 1000
 
