@@ -71,6 +71,11 @@
  * point where a send's fixed cost is amortised, and small enough to stay in
  * cache; a single larger frame is written on its own. */
 #define TERN_EDGE_WRITE_BATCH_BYTES (64 * 1024)
+/* Frames per session, on average over one flush, at which the edge is behind and its next
+ * flush lingers (config flush_linger_ms, default below; 0 turns lingering off). */
+#define TERN_EDGE_LINGER_FRAMES 2
+#define TERN_FLUSH_LINGER_MS_DEFAULT 10
+#define TERN_FLUSH_LINGER_MS_MAX 1000
 
 /* Queues (contract defaults: ack timeout 30 s, 5 attempts, prefetch 10, 1-1000). */
 #define TERN_QUEUE_ACK_TIMEOUT_MS_DEFAULT 30000
