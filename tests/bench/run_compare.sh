@@ -96,10 +96,10 @@ else
   # n1000-rate100: a rate every broker carries, so p99 is compared at an
   # equal delivered rate; c1000x10-rate is the same for many channels.
   # c1000x10-flood asks for 10 000 publishes/s in bursts of 10, pipelined
-  # over the 1 000 channels: more than any broker here carries beside the
-  # harness on 2 cores (each held near 5 000/s by the backlog bound, zero
-  # loss, in a trial at 20 000/s in bursts of 20 with --window 5000 too), so
-  # CPU per delivery is measured with the publisher never waiting.
+  # over the 1 000 channels: more than any broker here carried beside the
+  # harness on 2 cores (4 000 to 7 000/s, held by the backlog bound, with
+  # zero loss everywhere, also in a trial at 20 000/s in bursts of 20 with
+  # --window 5000), so the publisher always has messages in flight.
   [ "$full" = 1 ] && workloads+=(
     "n1000-rate100       1000    1 rate       2000  100  1 64"
     "n1000-inflight1-4k  1000    1 inflight1  3000  0    1 4096"
