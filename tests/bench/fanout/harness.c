@@ -671,10 +671,12 @@ static const struct lws_protocols protocols[] = {
 
 static void read_server(struct harness *h, struct fanout_proc_cpu *cpu, uint64_t *rss)
 {
-	if (!h->cfg->server_pid)
+	const struct fanout_config *cfg = h->cfg;
+
+	if (cfg->server_pid_count == 0)
 		return;
-	if ((cpu && fanout_proc_tree_cpu(h->cfg->server_pid, cpu) < 0) ||
-	    (rss && fanout_proc_tree_rss(h->cfg->server_pid, rss) < 0)) {
+	if ((cpu && fanout_proc_set_cpu(cfg->server_pids, cfg->server_pid_count, cpu) < 0) ||
+	    (rss && fanout_proc_set_rss(cfg->server_pids, cfg->server_pid_count, rss) < 0)) {
 		h->res->have_server = false;
 		fail(h, "cannot read /proc of the server pid");
 	}
@@ -973,7 +975,7 @@ int fanout_run(const struct fanout_config *cfg, struct fanout_result *res)
 	memset(res, 0, sizeof(*res));
 	fanout_hist_init(&res->latency);
 	fanout_hist_init(&res->ack);
-	res->have_server = cfg->server_pid != 0;
+	res->have_server = cfg->server_pid_count != 0;
 	if (cfg->msg_bytes < FANOUT_PAYLOAD_MIN + cfg->ops->data_overhead || cfg->messages == 0 ||
 	    cfg->burst == 0 || cfg->window == 0 || cfg->connect_rate == 0 ||
 	    cfg->connect_concurrency == 0 || (cfg->mode == FANOUT_MODE_RATE && cfg->rate <= 0))
