@@ -48,7 +48,7 @@ static void usage(FILE *to)
 		"                         repeatable, %d pids at most (tern node + tern edge)\n"
 		"  --floor                no broker: measure the kernel's send() floor for\n"
 		"                         --subscribers connections, --floor-bytes (70) per message\n"
-		"  --floor-bytes S        message size for --floor, 1-1024\n"
+		"  --floor-bytes S        message size for --floor, 1-8192\n"
 		"  --label TEXT           printed as workload=TEXT\n"
 		"  --verbose              phase changes and unreadable frames on stderr\n",
 		FANOUT_SERVER_PIDS_MAX);
@@ -255,7 +255,7 @@ static int parse_args(int argc, char **argv, struct fanout_config *cfg, const ch
 		case OPT_LABEL: *label = a; break;
 		case OPT_VERBOSE: cfg->verbose = true; break;
 		case OPT_FLOOR: floor->run = true; break;
-		case OPT_FLOOR_BYTES: bad = num(a, 1, 1024, &v); floor->msg_bytes = (uint32_t)v; break;
+		case OPT_FLOOR_BYTES: bad = num(a, 1, 8192, &v); floor->msg_bytes = (uint32_t)v; break;
 		case OPT_HELP: usage(stdout); exit(0);
 		default: return -1;
 		}

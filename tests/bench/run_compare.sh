@@ -263,20 +263,25 @@ load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 started_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 # The kernel's send() floor now, on this machine, under its current load, for
-# every subscriber count of a one-in-flight workload that runs (as
-# run_fanout.sh does): CPU µs per message with 1 and 8 messages per send().
+# every subscriber count and message size of a one-in-flight workload that
+# runs (as run_fanout.sh does): CPU µs per message with 1 and 8 messages per
+# send(). A message is the payload plus 6 bytes (70 for 64-byte payloads, the
+# issue's figure): the WebSocket header and a little framing.
+floor_bytes() { echo $(( $1 + 6 )); }
 declare -A floor1 floor8
 floor_rows=()
-for n in $(for w in "${workloads[@]}"; do read -r nm s _ mode _ <<<"$w"
-           [ "$mode" = inflight1 ] && selected "$nm" && echo "$s"; done | sort -un); do
-  echo "workload=floor-$n"
-  if f=$(bench_floor "$tmp/floor-$n.out" "$n" "$bench"); then
-    grep -v '^bench=' "$tmp/floor-$n.out"
-    floor1[$n]=${f% *} floor8[$n]=${f#* }
-    floor_rows+=("$n|${floor1[$n]}|${floor8[$n]}")
+for key in $(for w in "${workloads[@]}"; do read -r nm s _ mode _ _ _ by _ <<<"$w"
+             [ "$mode" = inflight1 ] && selected "$nm" && echo "$s:$(floor_bytes "$by")"
+             done | sort -u -t: -k1,1n -k2,2n); do
+  n=${key%%:*} fb=${key#*:}
+  echo "workload=floor-$n-$fb"
+  if f=$(bench_floor "$tmp/floor-$n-$fb.out" "$n" "$bench" --floor-bytes "$fb"); then
+    grep -v '^bench=' "$tmp/floor-$n-$fb.out"
+    floor1[$key]=${f% *} floor8[$key]=${f#* }
+    floor_rows+=("$n|$fb|${floor1[$key]}|${floor8[$key]}")
   else
     echo "# the floor measurement failed"
-    floor_rows+=("$n|-|-")
+    floor_rows+=("$n|$fb|-|-")
   fi
   echo
 done
@@ -362,14 +367,13 @@ echo "ratios Tern/peer (cpu, rss, p99 below 1: Tern spends less; deliv/s above 1
 
 # floor_ratio_rows: for every one-in-flight workload, each Tern broker's CPU
 # per delivery over the floor with one message per send() for as many
-# connections (target: at most 1.10). The floor is for 70-byte messages, so a
-# -4k workload's ratio also holds the cost of the bigger copy.
+# connections and messages of the workload's size (target: at most 1.10).
 floor_ratio_rows() {
-  local n s mode t c f
+  local n s mode t c f by
   for w in "${workloads[@]}"; do
-    read -r n s _ mode _ <<<"$w"
+    read -r n s _ mode _ _ _ by _ <<<"$w"
     [ "$mode" = inflight1 ] && selected "$n" || continue
-    f=${floor1[$s]:-}
+    f=${floor1[$s:$(floor_bytes "$by")]:-}
     for t in $terns; do
       c=$(table | awk -F'|' -v w="$n" -v t="$t" '$1 == w && $2 == t { print $11 }')
       awk -v n="$n" -v t="$t" -v c="$c" -v f="$f" 'BEGIN {
@@ -378,7 +382,7 @@ floor_ratio_rows() {
     done
   done
 }
-floor_header="subscribers|floor_us_per_msg_1|floor_us_per_msg_8"
+floor_header="subscribers|msg_bytes|floor_us_per_msg_1|floor_us_per_msg_8"
 floor_ratio_header="workload|broker|cpu_us/deliv|floor1_us|ratio|target<=1.10"
 echo
 echo "floor: the kernel's send() CPU per message and connection, this run"
@@ -511,9 +515,8 @@ if [ "$docs" = 1 ]; then
   pipelines publishes at a high rate over 1 000 channels of 10 subscribers
   each: CPU per delivery with many messages in flight.
 - The floor: `bench_fanout --floor` in the same run, for the subscriber count
-  of each one-in-flight workload: the CPU one process spends in send() per
-  message and connection on loopback. A `-4k` workload's ratio is over the
-  floor for small messages, so it holds the bigger copy too.
+  and message size (payload + 6 bytes) of each one-in-flight workload: the CPU
+  one process spends in send() per message and connection on loopback.
 - The harness is one process on one core. Where every broker shows about the
   same `deliv/s` and `harness_cores` is near 1, the harness set the pace: CPU
   per delivery is still the broker's own, but latency then includes the
