@@ -33,6 +33,8 @@ struct broker_config {
 	void (*notify)(void *arg);    /* thread-safe wake-up of the loop */
 	void *notify_arg;
 	uint64_t queue_max_depth;     /* 0: TERN_QUEUE_DEPTH_DEFAULT */
+	uint32_t wal_ckpt_pages;      /* 0: TERN_STORE_CKPT_PAGES (see store_config) */
+	uint32_t wal_max_pages;       /* 0: TERN_STORE_WAL_MAX_PAGES */
 };
 
 /* A publish request. Strings need not be NUL-terminated; the broker copies

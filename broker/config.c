@@ -18,6 +18,7 @@ void config_defaults(struct tern_config *c)
 	c->history_max_messages = TERN_HISTORY_MESSAGES_DEFAULT;
 	c->history_max_age_s = TERN_HISTORY_AGE_S_DEFAULT;
 	c->heartbeat_ms = TERN_HEARTBEAT_MS_DEFAULT;
+	c->flush_linger_ms = TERN_FLUSH_LINGER_MS_DEFAULT;
 	c->session_queue_max_bytes = TERN_SESSION_QUEUE_BYTES_DEFAULT;
 	c->idempotency_window_s = TERN_IDEM_WINDOW_S_DEFAULT;
 	c->rest_max_body_bytes = TERN_REST_BODY_BYTES_DEFAULT;
@@ -42,6 +43,7 @@ static const struct num_key num_keys[] = {
 	NK(history_max_messages, 0, 100000000),
 	NK(history_max_age_s, 0, 365ull * 24 * 3600),
 	NK(heartbeat_ms, TERN_HEARTBEAT_MS_MIN, TERN_HEARTBEAT_MS_MAX),
+	NK(flush_linger_ms, 0, TERN_FLUSH_LINGER_MS_MAX),
 	NK(session_queue_max_bytes, TERN_SESSION_QUEUE_BYTES_MIN, TERN_SESSION_QUEUE_BYTES_MAX),
 	NK(idempotency_window_s, 1, 7 * 24 * 3600),
 	NK(rest_max_body_bytes, 1024, TERN_REST_BODY_BYTES_MAX),

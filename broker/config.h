@@ -16,6 +16,7 @@ struct tern_config {
 	uint64_t history_max_messages;
 	uint64_t history_max_age_s;
 	uint64_t heartbeat_ms;
+	uint64_t flush_linger_ms; /* edge: write pacing while behind (0: off) */
 	uint64_t session_queue_max_bytes;
 	uint64_t idempotency_window_s;
 	uint64_t rest_max_body_bytes;

@@ -26,6 +26,8 @@ struct store_config {
 	uint64_t idem_window_ms;     /* idempotency keys expire after this */
 	uint64_t sweep_interval_ms;  /* how often the thread sweeps expired rows itself */
 	size_t queue_max_bytes;	     /* bound on data waiting for the thread */
+	uint32_t wal_ckpt_pages;     /* WAL pages that wake the checkpointer (0: default) */
+	uint32_t wal_max_pages;	     /* WAL pages past which the writer checkpoints (0: default) */
 	int64_t (*now_ms)(void *arg); /* Unix ms, required; injected so tests control time */
 	void *clock_arg;
 	void (*notify)(void *arg);   /* completions are ready: call store_poll soon */
@@ -112,6 +114,10 @@ struct store_stats {
 	uint64_t batch_ops;	  /* publishes in them */
 	uint64_t commit_us_sum;
 	uint64_t commit_hist[12]; /* counts per bucket of store_commit_buckets_s */
+	uint64_t checkpoints;	  /* PASSIVE checkpoints by the checkpointer thread */
+	uint64_t checkpoint_errors;
+	uint64_t checkpoint_us_sum;
+	uint64_t writer_checkpoints; /* by the writer, the WAL having reached its bound */
 };
 extern const double store_commit_buckets_s[12]; /* last one is +Inf */
 

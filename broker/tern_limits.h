@@ -39,6 +39,15 @@
  * (retryable): the disk is the bottleneck and memory must not absorb it. */
 #define TERN_STORE_QUEUE_BYTES_DEFAULT (64 * 1024 * 1024)
 #define TERN_STORE_QUEUE_OPS_MAX 65536
+/* WAL pages (4 KiB) that wake the checkpointer thread, and the bound past which the writer
+ * checkpoints itself (a checkpointer that cannot keep up). */
+#define TERN_STORE_CKPT_PAGES 1000
+#define TERN_STORE_WAL_MAX_PAGES 16000
+/* Passes one wake-up of the checkpointer makes at most while the writer keeps appending. */
+#define TERN_STORE_CKPT_PASSES 8
+/* The writer's own checkpoint retries this many times, 1 ms apart, while a pass of the
+ * checkpointer finishes. */
+#define TERN_STORE_WRITER_CKPT_TRIES 2000
 /* How often expired history and idempotency keys are swept. */
 #define TERN_STORE_SWEEP_MS 1000
 
@@ -68,6 +77,11 @@
  * point where a send's fixed cost is amortised, and small enough to stay in
  * cache; a single larger frame is written on its own. */
 #define TERN_EDGE_WRITE_BATCH_BYTES (64 * 1024)
+/* Frames per session, on average over one flush, at which the edge is behind and its next
+ * flush lingers (config flush_linger_ms, default below; 0 turns lingering off). */
+#define TERN_EDGE_LINGER_FRAMES 2
+#define TERN_FLUSH_LINGER_MS_DEFAULT 10
+#define TERN_FLUSH_LINGER_MS_MAX 1000
 
 /* Queues (contract defaults: ack timeout 30 s, 5 attempts, prefetch 10, 1-1000). */
 #define TERN_QUEUE_ACK_TIMEOUT_MS_DEFAULT 30000

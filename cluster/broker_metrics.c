@@ -74,6 +74,22 @@ void broker_metrics_write(struct broker *b, FILE *out)
 	}
 	fprintf(out, "tern_store_commit_seconds_sum %.6f\ntern_store_commit_seconds_count %llu\n",
 		(double)ss.commit_us_sum / 1e6, (unsigned long long)ss.batches);
+	fputs("# HELP tern_store_checkpoints_total WAL checkpoints by the checkpointer thread\n"
+	      "# TYPE tern_store_checkpoints_total counter\n", out);
+	fprintf(out, "tern_store_checkpoints_total %llu\n", (unsigned long long)ss.checkpoints);
+	fputs("# HELP tern_store_checkpoint_seconds_total Time the checkpointer spent checkpointing\n"
+	      "# TYPE tern_store_checkpoint_seconds_total counter\n", out);
+	fprintf(out, "tern_store_checkpoint_seconds_total %.6f\n",
+		(double)ss.checkpoint_us_sum / 1e6);
+	fputs("# HELP tern_store_checkpoint_errors_total Checkpoints that failed (not busy)\n"
+	      "# TYPE tern_store_checkpoint_errors_total counter\n", out);
+	fprintf(out, "tern_store_checkpoint_errors_total %llu\n",
+		(unsigned long long)ss.checkpoint_errors);
+	fputs("# HELP tern_store_writer_checkpoints_total Checkpoints the writer ran itself, the WAL "
+	      "having reached its bound\n"
+	      "# TYPE tern_store_writer_checkpoints_total counter\n", out);
+	fprintf(out, "tern_store_writer_checkpoints_total %llu\n",
+		(unsigned long long)ss.writer_checkpoints);
 	fputs("# HELP tern_broker_channels_active Channels with subscribers or writes in flight\n"
 	      "# TYPE tern_broker_channels_active gauge\n", out);
 	fprintf(out, "tern_broker_channels_active %llu\n", (unsigned long long)bs.channels_active);

@@ -77,6 +77,7 @@ static void finish_shutdown(struct edge *e)
 {
 	uv_timer_stop(&e->tick);
 	uv_check_stop(&e->flush);
+	uv_timer_stop(&e->linger);
 	uv_idle_stop(&e->more);
 	while (!list_empty(&e->dirty))
 		session_undirty(container_of(e->dirty.next, struct session, dirty_link));
@@ -240,6 +241,8 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 	list_init(&e->dirty);
 	uv_check_init(e->loop, &e->flush);
 	e->flush.data = e;
+	uv_timer_init(e->loop, &e->linger);
+	e->linger.data = e;
 	uv_idle_init(e->loop, &e->more);
 	e->more.data = e;
 
@@ -282,10 +285,16 @@ static void on_more_closed(uv_handle_t *h)
 	free(e);
 }
 
-static void on_flush_closed(uv_handle_t *h)
+static void on_linger_closed(uv_handle_t *h)
 {
 	struct edge *e = h->data;
 	uv_close((uv_handle_t *)&e->more, on_more_closed);
+}
+
+static void on_flush_closed(uv_handle_t *h)
+{
+	struct edge *e = h->data;
+	uv_close((uv_handle_t *)&e->linger, on_linger_closed);
 }
 
 static void on_tick_closed(uv_handle_t *h)
@@ -334,6 +343,11 @@ void edge_metrics(struct edge *e, struct fbuf *b)
 	metric(b, "tern_client_errors_total", "counter", "Error frames sent to WebSocket clients",
 	       st->protocol_errors);
 	metric(b, "tern_http_requests_total", "counter", "HTTP requests served", st->http_requests);
+	metric(b, "tern_client_writes_total", "counter",
+	       "Writes to WebSocket clients, each carrying one or more frames", st->client_writes);
+	metric(b, "tern_flush_lingers_total", "counter",
+	       "Flushes that waited flush_linger_ms for more frames, the edge being behind",
+	       st->flush_lingers);
 	if (e->metrics_extra)
 		e->metrics_extra(e->metrics_arg, b);
 }

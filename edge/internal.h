@@ -26,6 +26,8 @@ struct edge_stats {
 	uint64_t protocol_errors;  /* error frames sent */
 	uint64_t http_requests;
 	uint64_t upstream_subs;	   /* channels with an upstream subscription */
+	uint64_t client_writes;	   /* writes to WebSocket clients (each carries 1+ frames) */
+	uint64_t flush_lingers;	   /* flushes that waited flush_linger_ms (edge behind) */
 };
 
 struct edge {
@@ -41,6 +43,8 @@ struct edge {
 	unsigned char *wbuf;	/* LWS_PRE + TERN_EDGE_WRITE_BATCH_BYTES scratch for writes */
 	struct list dirty;	/* sessions with frames queued this loop turn */
 	uv_check_t flush;	/* writes them after the loop's I/O phase */
+	uv_timer_t linger;	/* ... or flush_linger_ms later, while lingering */
+	bool lingering;		/* the last flush found sessions behind (see session.c) */
 	uv_idle_t more;		/* active while dirty sessions are left for the next
 				 * turn: keeps that turn's poll from blocking */
 	uint64_t conn_counter;

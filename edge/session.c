@@ -18,6 +18,23 @@ static void sessions_flush_cb(uv_check_t *h)
 	sessions_flush(h->data);
 }
 
+static void sessions_linger_cb(uv_timer_t *t)
+{
+	sessions_flush(t->data);
+}
+
+/* Frames queued now go out after this loop turn's I/O, or, while the edge is behind, a
+ * little later (see sessions_flush). */
+static void arm_flush(struct edge *e)
+{
+	if (e->lingering) {
+		e->st.flush_lingers++;
+		uv_timer_start(&e->linger, sessions_linger_cb, e->cfg->flush_linger_ms, 0);
+	} else {
+		uv_check_start(&e->flush, (uv_check_cb)sessions_flush_cb);
+	}
+}
+
 struct pub_ctx {
 	struct session *s;
 	bool has_ref;
@@ -124,7 +141,7 @@ void session_send(struct session *s, struct frame *f)
 	if (!list_linked(&s->dirty_link)) {
 		struct edge *e = s->e;
 		if (list_empty(&e->dirty))
-			uv_check_start(&e->flush, (uv_check_cb)sessions_flush_cb);
+			arm_flush(e);
 		list_insert_tail(&e->dirty, &s->dirty_link);
 	}
 }
@@ -351,6 +368,7 @@ static int write_batch(struct session *s, int *frames)
 		used = frame_wire_len(f);
 		n = 1;
 	}
+	e->st.client_writes++;
 	if (lws_write(s->wsi, buf, used, LWS_WRITE_HTTP) < (int)used)
 		return -1;
 	for (int i = 0; i < n; i++) {
@@ -370,19 +388,19 @@ static int write_batch(struct session *s, int *frames)
  * usually has room, and arming POLLOUT per delivery (an epoll_ctl each way)
  * cost as much as the send itself. Only a socket that is full, or a close to
  * send, waits for lws's writable callback. */
-static void flush_now(struct session *s)
+static int flush_now(struct session *s)
 {
 	int n = 0;
 	if (!s->wsi)
-		return;
+		return 0;
 	if (s->close_code || lws_partial_buffered(s->wsi)) {
 		lws_callback_on_writable(s->wsi);
-		return;
+		return 0;
 	}
 	while (s->qlen && n < TERN_SESSION_WRITES_PER_TURN && !lws_partial_buffered(s->wsi)) {
 		if (write_batch(s, &n) != 0) {
 			session_close(s, 1011);
-			return;
+			return n;
 		}
 	}
 	if (n)
@@ -391,6 +409,7 @@ static void flush_now(struct session *s)
 		lws_callback_on_writable(s->wsi);
 	else
 		echan_resume_drained(s);
+	return n;
 }
 
 static void on_more(uv_idle_t *h)
@@ -398,15 +417,30 @@ static void on_more(uv_idle_t *h)
 	(void)h; /* only keeps the loop from blocking: the check writes */
 }
 
+/* Writes dirty sessions' queues, at most TERN_EDGE_FLUSH_SESSIONS_PER_TURN of them: the
+ * rest go out on the next turns (the check stays armed, and an idle handle keeps the poll
+ * between from blocking), so a broadcast to 100 000 sessions leaves the loop free to read
+ * links and accept clients in between. A send() costs about the same for one frame as for
+ * ten, so when messages arrive faster than the edge writes them (a flush found, on
+ * average, TERN_EDGE_LINGER_FRAMES or more frames per session), the next flush waits
+ * flush_linger_ms for more to join each write: fewer, larger writes while the edge is
+ * behind, at most flush_linger_ms added to latency then, and nothing added while it keeps
+ * up (one frame per session per flush turns lingering off again). */
 void sessions_flush(struct edge *e)
 {
-	unsigned n = 0;
-	while (!list_empty(&e->dirty) && n++ < TERN_EDGE_FLUSH_SESSIONS_PER_TURN) {
+	size_t sessions = 0, frames = 0;
+	while (!list_empty(&e->dirty) && sessions < TERN_EDGE_FLUSH_SESSIONS_PER_TURN) {
 		struct session *s = container_of(e->dirty.next, struct session, dirty_link);
 		session_undirty(s);
-		flush_now(s);
+		frames += (size_t)flush_now(s);
+		sessions++;
 	}
+	e->lingering = e->cfg->flush_linger_ms > 0 && sessions > 0 &&
+		       frames >= sessions * TERN_EDGE_LINGER_FRAMES;
+	uv_timer_stop(&e->linger);
 	if (!list_empty(&e->dirty)) {
+		/* Called from the linger timer, the check may not be armed yet. */
+		uv_check_start(&e->flush, (uv_check_cb)sessions_flush_cb);
 		uv_idle_start(&e->more, on_more);
 		return;
 	}

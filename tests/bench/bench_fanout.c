@@ -48,13 +48,15 @@ static void usage(FILE *to)
 		"  --drain-timeout-ms T   wait without progress after the last publish (5000)\n"
 		"  --drain-max-ms T       drain phase, at most (30000)\n"
 		"  --message-timeout-ms T inflight1: one message to reach everyone (5000)\n"
-		"  --server-pid PID       the broker's pid, for CPU and RSS from /proc (it and\n"
-		"                         its child processes, e.g. nginx workers)\n"
+		"  --server-pid PID[,PID] the broker's pids, for CPU and RSS from /proc, summed\n"
+		"                         over them and their child processes (nginx workers);\n"
+		"                         repeatable, %d pids at most (tern node + tern edge)\n"
 		"  --floor                no broker: measure the kernel's send() floor for\n"
 		"                         --subscribers connections, --floor-bytes (70) per message\n"
-		"  --floor-bytes S        message size for --floor, 1-1024\n"
+		"  --floor-bytes S        message size for --floor, 1-8192\n"
 		"  --label TEXT           printed as workload=TEXT\n"
-		"  --verbose              phase changes and unreadable frames on stderr\n");
+		"  --verbose              phase changes and unreadable frames on stderr\n",
+		FANOUT_SERVER_PIDS_MAX);
 }
 
 static bool channel_ok(const char *s)
@@ -266,6 +268,24 @@ static bool nofile_enough(uint32_t need)
 	return false;
 }
 
+/* Adds the comma-separated pids in `s` to cfg->server_pids. Returns 0, or -1
+ * on a bad pid or one past FANOUT_SERVER_PIDS_MAX. */
+static int add_pids(const char *s, struct fanout_config *cfg)
+{
+	char buf[256], *save = NULL;
+	double v;
+
+	if (strlen(s) >= sizeof(buf))
+		return -1;
+	strcpy(buf, s);
+	for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		if (cfg->server_pid_count == FANOUT_SERVER_PIDS_MAX || num(t, 1, 1 << 30, &v) < 0)
+			return -1;
+		cfg->server_pids[cfg->server_pid_count++] = (int)v;
+	}
+	return 0;
+}
+
 struct floor_opts {
 	bool run;
 	uint32_t msg_bytes;
@@ -312,11 +332,11 @@ static int parse_args(int argc, char **argv, struct fanout_config *cfg, const ch
 		case OPT_DRAIN: bad = num(a, 1, 600000, &v); cfg->drain_timeout_ms = (uint32_t)v; break;
 		case OPT_DMAX: bad = num(a, 1, 3.6e6, &v); cfg->drain_max_ms = (uint32_t)v; break;
 		case OPT_MTIMEOUT: bad = num(a, 1, 600000, &v); cfg->message_timeout_ms = (uint32_t)v; break;
-		case OPT_PID: bad = num(a, 1, 1 << 30, &v); cfg->server_pid = (int)v; break;
+		case OPT_PID: bad = add_pids(a, cfg); break;
 		case OPT_LABEL: *label = a; break;
 		case OPT_VERBOSE: cfg->verbose = true; break;
 		case OPT_FLOOR: floor->run = true; break;
-		case OPT_FLOOR_BYTES: bad = num(a, 1, 1024, &v); floor->msg_bytes = (uint32_t)v; break;
+		case OPT_FLOOR_BYTES: bad = num(a, 1, 8192, &v); floor->msg_bytes = (uint32_t)v; break;
 		case OPT_SOURCE_ADDRS: bad = source_addrs_parse(a, cfg) < 0; break;
 		case OPT_HELP: usage(stdout); exit(0);
 		default: return -1;

@@ -1,7 +1,7 @@
 # Shared shell helpers for the benchmark runners (run_fanout.sh,
 # run_cluster.sh, run_compare.sh, run_queue.sh): start a server process, wait for its /healthz, stop it by
-# PID, read its CPU and sockets from /proc. Source it; it defines functions
-# only. Every wait is bounded in count and time.
+# PID, read its CPU and sockets from /proc, measure the kernel's send() floor.
+# Source it; it defines functions only. Every wait is bounded in count and time.
 
 # free_port: prints a free TCP port on 127.0.0.1.
 free_port() {
@@ -61,4 +61,19 @@ proc_sockets() {
 # proc_rss_kib PID: VmRSS in KiB.
 proc_rss_kib() {
   sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\).*/\1/p' "/proc/$1/status" 2>/dev/null
+}
+
+# bench_floor FILE N CMD...: the kernel's send() floor for N loopback
+# connections, measured now: runs `CMD... --floor --subscribers N` (CMD is
+# bench_fanout, maybe behind taskset), bounded by 120 s, output in FILE.
+# Prints "FLOOR1 FLOOR8", the CPU µs per message with 1 and 8 messages per
+# send(); 1 when the measurement failed.
+bench_floor() {
+  local file=$1 n=$2 f1 f8
+  shift 2
+  timeout 120 "$@" --floor --subscribers "$n" >"$file" || return 1
+  f1=$(sed -n 's/^floor_us_per_msg_1=//p' "$file")
+  f8=$(sed -n 's/^floor_us_per_msg_8=//p' "$file")
+  [ -n "$f1" ] && [ -n "$f8" ] || return 1
+  echo "$f1 $f8"
 }

@@ -1,25 +1,29 @@
 #!/usr/bin/env bash
 # Fan-out comparison (issue 6): the same bench_fanout workloads against Tern
-# (`tern dev`), Mosquitto (MQTT 3.1.1 over WebSocket, QoS 0) and nginx+nchan
-# (WebSocket subscribers, HTTP POST publisher), in one run, each broker
-# started here on a free 127.0.0.1 port and stopped by its PID. Builds
-# nothing. Prints every bench_fanout figure, one table, and the ratios
-# Tern/peer; with --docs it also writes docs/bench-compare.md and
+# as `tern dev` (tern) and as `tern node` + `tern edge` (tern-split),
+# Mosquitto (MQTT 3.1.1 over WebSocket, QoS 0) and nginx+nchan (WebSocket
+# subscribers, HTTP POST publisher), in one run, each broker started here on
+# free 127.0.0.1 ports and stopped by its PIDs. Builds nothing. Measures the
+# kernel's send() floor in the same run (bench_fanout --floor) for every
+# subscriber count of a one-in-flight workload. Prints every bench_fanout
+# figure, one table, the ratios Tern/peer and Tern's one-in-flight CPU over
+# the floor; with --docs it also writes docs/bench-compare.md and
 # docs/bench-compare.png (gnuplot).
 #
 #   tests/bench/run_compare.sh [--build DIR] [--tern BIN] [--bench BIN]
-#                              [--brokers 'tern mosquitto nchan']
+#                              [--brokers 'tern tern-split mosquitto nchan']
 #                              [--only REGEX] [--full] [--smoke] [--docs]
 #                              [--duration-ms T] [--set 'KEY VAL']... [--keep]
 #
-#   --brokers LIST  which brokers, in this order (all three)
+#   --brokers LIST  which brokers, in this order (all four)
 #   --only REGEX    run only workloads whose name matches (grep -E)
-#   --full          add 4 KiB messages, 10 000 subscribers, and 1 000 channels
-#                   x 10 subscribers
+#   --full          add 100 messages/s, 4 KiB messages, 10 000 subscribers,
+#                   and 1 000 channels x 10 subscribers at 1 000/s and flooded
 #   --smoke         20 subscribers, a few messages: proves the plumbing
 #   --docs          write docs/bench-compare.md and docs/bench-compare.png
 #   --duration-ms T publish phase per run, at most (20000)
-#   --set 'KEY VAL' one more line of Tern's config (repeatable)
+#   --set 'KEY VAL' one more line of Tern's config, dev, node and edge
+#                   (repeatable)
 #   --keep          keep the temporary dir (configs, logs, raw outputs)
 #
 # Needs: mosquitto, nginx-light (or any nginx) with libnginx-mod-nchan,
@@ -30,7 +34,7 @@ set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 build="$repo/build"
 tern="" bench="" only="" smoke=0 keep=0 full=0 docs=0 duration_ms=20000
-brokers="tern mosquitto nchan"
+brokers="tern tern-split mosquitto nchan"
 tern_sets=()
 args_given="$*"
 while [ $# -gt 0 ]; do
@@ -46,7 +50,7 @@ while [ $# -gt 0 ]; do
     --duration-ms) duration_ms=$2; shift 2 ;;
     --set) tern_sets+=("$2"); shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "run_compare: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -59,7 +63,7 @@ nchan_module=/usr/lib/nginx/modules/ngx_nchan_module.so
 [ -x "$bench" ] || { echo "run_compare: no bench_fanout at $bench" >&2; exit 2; }
 for b in $brokers; do
   case "$b" in
-    tern) [ -x "$tern" ] || { echo "run_compare: no tern binary at $tern" >&2; exit 2; } ;;
+    tern|tern-split) [ -x "$tern" ] || { echo "run_compare: no tern binary at $tern" >&2; exit 2; } ;;
     mosquitto) command -v mosquitto >/dev/null ||
                  { echo "run_compare: mosquitto is not installed (apt-get install mosquitto)" >&2; exit 2; } ;;
     nchan) command -v nginx >/dev/null && [ -f "$nchan_module" ] ||
@@ -74,8 +78,10 @@ done
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 nofile=$(ulimit -n)
 
-# name subscribers channels mode messages rate burst bytes. With K channels,
-# subscriber i listens on channel i % K and message i goes to channel i % K.
+# name subscribers channels mode messages rate burst bytes [options]. With K
+# channels, subscriber i listens on channel i % K and message i goes to
+# channel i % K. Options (one word, commas for spaces) go to bench_fanout as
+# they are.
 if [ "$smoke" = 1 ]; then
   workloads=(
     "smoke-inflight1     20    1 inflight1  50    0    1 64"
@@ -87,24 +93,38 @@ else
     "n1000-inflight1     1000    1 inflight1  3000  0    1 64"
     "n1000-rate          1000    1 rate      20000  1000 1 64"
   )
+  # n1000-rate100: a rate every broker carries, so p99 is compared at an
+  # equal delivered rate; c1000x10-rate is the same for many channels.
+  # c1000x10-flood asks for 10 000 publishes/s in bursts of 10, pipelined
+  # over the 1 000 channels: more than any broker here carried beside the
+  # harness on 2 cores (4 000 to 7 000/s, held by the backlog bound, with
+  # zero loss everywhere, also in a trial at 20 000/s in bursts of 20 with
+  # --window 5000), so the publisher always has messages in flight.
   [ "$full" = 1 ] && workloads+=(
+    "n1000-rate100       1000    1 rate       2000  100  1 64"
     "n1000-inflight1-4k  1000    1 inflight1  3000  0    1 4096"
     "n1000-rate-4k       1000    1 rate      20000  1000 1 4096"
     "n10000-inflight1   10000    1 inflight1  400   0    1 64"
     "n10000-rate100     10000    1 rate       2000  100  1 64"
     "c1000x10-rate      10000 1000 rate      20000  1000 1 64"
+    "c1000x10-flood     10000 1000 rate     400000 10000 10   64"
   )
 fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tern-bench-compare.XXXXXX")
-server_pid=""
+server_pids=()   # the running broker's processes, in start order
 
-# free_port, stop_pid: tests/bench/lib_server.sh
+# free_port, wait_healthz, stop_pid, bench_floor: tests/bench/lib_server.sh
 . "$repo/tests/bench/lib_server.sh"
 
+# stop_server: stops the broker's processes by PID, last started first (the
+# edge before its node).
 stop_server() {
-  stop_pid "$server_pid" server
-  server_pid=""
+  local i
+  for ((i = ${#server_pids[@]} - 1; i >= 0; i--)); do
+    stop_pid "${server_pids[$i]}" server
+  done
+  server_pids=()
 }
 cleanup() {
   stop_server
@@ -113,35 +133,56 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# wait_port PORT LOG: 0 once something accepts on 127.0.0.1:PORT while the
-# server lives, 1 when it exits or 10 s pass.
+# wait_port PID PORT LOG: 0 once something accepts on 127.0.0.1:PORT while
+# PID lives, 1 when it exits or 10 s pass (the caller then stops the broker).
 wait_port() {
   for _ in $(seq 100); do
-    if ! kill -0 "$server_pid" 2>/dev/null; then
+    if ! kill -0 "$1" 2>/dev/null; then
       echo "run_compare: the server exited at start:" >&2
-      tail -5 "$2" >&2
-      wait "$server_pid" 2>/dev/null
-      server_pid=""
+      tail -5 "$3" >&2
       return 1
     fi
-    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then return 0; fi
     sleep 0.1
   done
-  echo "run_compare: nothing listens on $1 after 10 s" >&2
-  stop_server
+  echo "run_compare: nothing listens on $2 after 10 s" >&2
   return 1
+}
+
+# tern_conf DIR: DIR/tern.conf, the config of every Tern process of a run.
+tern_conf() {
+  printf 'session_queue_max_bytes 8388608\nheartbeat_ms 15000\n' >"$1/tern.conf"
+  [ ${#tern_sets[@]} -gt 0 ] && printf '%s\n' "${tern_sets[@]}" >>"$1/tern.conf"
+  return 0
 }
 
 start_tern() { # DIR
   local dir=$1
   mkdir -p "$dir/data"
-  printf 'session_queue_max_bytes 8388608\nheartbeat_ms 15000\n' >"$dir/tern.conf"
-  [ ${#tern_sets[@]} -gt 0 ] && printf '%s\n' "${tern_sets[@]}" >>"$dir/tern.conf"
+  tern_conf "$dir"
   port=$(free_port)
   "$tern" dev --listen "127.0.0.1:$port" --data "$dir/data" --config "$dir/tern.conf" \
     >"$dir/server.log" 2>&1 &
-  server_pid=$!
-  wait_port "$port" "$dir/server.log"
+  server_pids=($!)
+  wait_port "$!" "$port" "$dir/server.log"
+}
+
+# tern node + tern edge, clients on the edge; ready once the edge's /healthz
+# says 200, which it does only once the node answered and a data link is up.
+start_tern_split() { # DIR
+  local dir=$1 node_port
+  mkdir -p "$dir/data"
+  tern_conf "$dir"
+  node_port=$(free_port)
+  "$tern" node --id n1 --listen "127.0.0.1:$node_port" --data "$dir/data" \
+    --config "$dir/tern.conf" >"$dir/node.log" 2>&1 &
+  server_pids=($!)
+  wait_healthz "$!" "$node_port" "tern node" || { tail -5 "$dir/node.log" >&2; return 1; }
+  port=$(free_port)
+  "$tern" edge --region local --listen "127.0.0.1:$port" --nodes "127.0.0.1:$node_port" \
+    --config "$dir/tern.conf" >"$dir/edge.log" 2>&1 &
+  server_pids+=($!)
+  wait_healthz "$!" "$port" "tern edge" || { tail -5 "$dir/edge.log" >&2; return 1; }
 }
 
 # Mosquitto 2.0.x cannot start with only a WebSocket listener, and binds a
@@ -169,8 +210,8 @@ listener $port lo
 protocol websockets
 EOF
   mosquitto -c "$dir/mosquitto.conf" >"$dir/server.log" 2>&1 &
-  server_pid=$!
-  wait_port "$port" "$dir/server.log"
+  server_pids=($!)
+  wait_port "$!" "$port" "$dir/server.log"
 }
 
 # One worker, so the whole broker is one process doing the work (the master
@@ -203,41 +244,82 @@ http {
 EOF
   nginx -p "$dir" -c "$dir/nginx.conf" -g "daemon off; pid $dir/nginx.pid;" \
     >"$dir/server.log" 2>&1 &
-  server_pid=$!
-  wait_port "$port" "$dir/error.log"
+  server_pids=($!)
+  wait_port "$!" "$port" "$dir/error.log"
+}
+
+# selected NAME: 0 when --only lets workload NAME run.
+selected() { [ -z "$only" ] || grep -Eq "$only" <<<"$1"; }
+
+# lines ARG...: each ARG on a line of its own (nothing for none).
+lines() {
+  local r
+  for r in "$@"; do echo "$r"; done
 }
 
 status=0
 rows=()
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 started_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+
+# The kernel's send() floor now, on this machine, under its current load, for
+# every subscriber count and message size of a one-in-flight workload that
+# runs (as run_fanout.sh does): CPU µs per message with 1 and 8 messages per
+# send(). A message is the payload plus 6 bytes (70 for 64-byte payloads, the
+# issue's figure): the WebSocket header and a little framing.
+floor_bytes() { echo $(( $1 + 6 )); }
+declare -A floor1 floor8
+floor_rows=()
+for key in $(for w in "${workloads[@]}"; do read -r nm s _ mode _ _ _ by _ <<<"$w"
+             [ "$mode" = inflight1 ] && selected "$nm" && echo "$s:$(floor_bytes "$by")"
+             done | sort -u -t: -k1,1n -k2,2n); do
+  n=${key%%:*} fb=${key#*:}
+  echo "workload=floor-$n-$fb"
+  if f=$(bench_floor "$tmp/floor-$n-$fb.out" "$n" "$bench" --floor-bytes "$fb"); then
+    grep -v '^bench=' "$tmp/floor-$n-$fb.out"
+    floor1[$key]=${f% *} floor8[$key]=${f#* }
+    floor_rows+=("$n|$fb|${floor1[$key]}|${floor8[$key]}")
+  else
+    echo "# the floor measurement failed"
+    floor_rows+=("$n|$fb|-|-")
+  fi
+  echo
+done
+
 for w in "${workloads[@]}"; do
-  read -r name subs channels mode messages rate burst bytes <<<"$w"
-  if [ -n "$only" ] && ! grep -Eq "$only" <<<"$name"; then continue; fi
+  read -r name subs channels mode messages rate burst bytes opts <<<"$w"
+  selected "$name" || continue
   for b in $brokers; do
     dir="$tmp/$name-$b"
     echo "workload=$name"
     echo "broker=$b"
-    if ! "start_$b" "$dir"; then
+    if ! "start_${b//-/_}" "$dir"; then
+      stop_server
       status=1
       rows+=("$name|$b|FAIL (server did not start)")
       echo
       continue
     fi
-    args=(--broker "$b" --port "$port" --server-pid "$server_pid" --subscribers "$subs"
-          --mode "$mode" --messages "$messages" --duration-ms "$duration_ms" --label "$name"
-          --channel "bench-compare-$$" --channels "$channels" --bytes "$bytes")
+    # tern-split speaks Tern's protocol; its CPU and RSS are the node's and
+    # the edge's summed.
+    args=(--broker "${b%-split}" --port "$port" --server-pid "$(IFS=,; echo "${server_pids[*]}")"
+          --subscribers "$subs" --mode "$mode" --messages "$messages"
+          --duration-ms "$duration_ms" --label "$name" --channel "bench-compare-$$"
+          --channels "$channels" --bytes "$bytes")
     [ "$mode" = rate ] && args+=(--rate "$rate" --burst "$burst")
+    [ -n "$opts" ] && args+=(${opts//,/ })
     out="$dir/bench.out"
     # bench_fanout bounds itself; the outer timeout only guards against a bug.
     timeout 180 "$bench" "${args[@]}" >"$out" 2>"$dir/bench.err"
     rc=$?
     grep -v '^workload=\|^broker=' "$out"
     [ -s "$dir/bench.err" ] && sed 's/^/# /' "$dir/bench.err" | head -10
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-      echo "# the server died during the run"
-      rc=1
-    fi
+    for pid in "${server_pids[@]}"; do
+      if ! kill -0 "$pid" 2>/dev/null; then
+        echo "# server process $pid died during the run"
+        rc=1
+      fi
+    done
     stop_server
     [ $rc -ne 0 ] && status=1
     get() { sed -n "s/^$1=//p" "$out" | head -1; }
@@ -248,42 +330,89 @@ done
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 header="workload|broker|result|deliv/s|lost|dup|reord|p50_us|p99_us|p999_us|cpu_us/deliv|oncpu_us/deliv|rss_B/conn|pub/s|runq_ms|harness_cores"
-table() { { echo "$header"; for r in "${rows[@]}"; do echo "$r"; done; } }
+table() { echo "$header"; lines "${rows[@]}"; }
 echo "summary (load at start: $load_start, at end: $load_end, on $(nproc) cores)"
 table | column -t -s '|'
 
-# Ratios Tern/peer from this run: CPU per delivery, RSS per connection, p99.
+# Tern's brokers in this run, and the peers they are compared with.
+terns="" peers=""
+for b in $brokers; do
+  case "$b" in tern*) terns+=" $b" ;; *) peers+=" $b" ;; esac
+done
+
+# ratio_rows: Tern/peer from this run, for each Tern broker and each peer
+# (and tern-split/tern): CPU per delivery, RSS per connection, p99, deliv/s.
 ratio_rows() {
-  local n p col
+  local n t p col line
   for w in "${workloads[@]}"; do
     read -r n _ <<<"$w"
-    for p in $brokers; do
-      [ "$p" = tern ] && continue
-      line="$n|tern/$p"
-      for col in 11 13 9; do
-        line+="|$(table | awk -F'|' -v w="$n" -v p="$p" -v c="$col" '
-          $1 == w && $2 == "tern" { t = $c } $1 == w && $2 == p { q = $c }
-          END { if (t != "" && q != "" && q + 0 > 0) printf "%.2f", t / q; else print "-" }')"
+    selected "$n" || continue
+    for t in $terns; do
+      for p in $peers $([ "$t" = tern-split ] && [[ " $terns " == *" tern "* ]] && echo tern); do
+        line="$n|$t/$p"
+        for col in 11 13 9 4; do
+          line+="|$(table | awk -F'|' -v w="$n" -v t="$t" -v p="$p" -v c="$col" '
+            $1 == w && $2 == t { a = $c } $1 == w && $2 == p { q = $c }
+            END { if (a != "" && q != "" && q + 0 > 0) printf "%.2f", a / q; else print "-" }')"
+        done
+        echo "$line"
       done
-      echo "$line"
     done
   done
 }
+ratio_header="workload|ratio|cpu_us/deliv|rss_B/conn|p99_us|deliv/s"
 echo
-echo "ratios Tern/peer (below 1: Tern spends less)"
-{ echo "workload|ratio|cpu_us/deliv|rss_B/conn|p99_us"; ratio_rows; } | column -t -s '|'
+echo "ratios Tern/peer (cpu, rss, p99 below 1: Tern spends less; deliv/s above 1: Tern delivered faster)"
+{ echo "$ratio_header"; ratio_rows; } | column -t -s '|'
+
+# floor_ratio_rows: for every one-in-flight workload, each Tern broker's CPU
+# per delivery over the floor with one message per send() for as many
+# connections and messages of the workload's size (target: at most 1.10).
+floor_ratio_rows() {
+  local n s mode t c f by
+  for w in "${workloads[@]}"; do
+    read -r n s _ mode _ _ _ by _ <<<"$w"
+    [ "$mode" = inflight1 ] && selected "$n" || continue
+    f=${floor1[$s:$(floor_bytes "$by")]:-}
+    for t in $terns; do
+      c=$(table | awk -F'|' -v w="$n" -v t="$t" '$1 == w && $2 == t { print $11 }')
+      awk -v n="$n" -v t="$t" -v c="$c" -v f="$f" 'BEGIN {
+        if (c == "" || f == "" || f + 0 <= 0) { printf "%s|%s|%s|%s|-|NOT_MEASURED\n", n, t, c, f; exit }
+        r = c / f; printf "%s|%s|%s|%s|%.2f|%s\n", n, t, c, f, r, r <= 1.10 ? "MET" : "MISSED" }'
+    done
+  done
+}
+floor_header="subscribers|msg_bytes|floor_us_per_msg_1|floor_us_per_msg_8"
+floor_ratio_header="workload|broker|cpu_us/deliv|floor1_us|ratio|target<=1.10"
+echo
+echo "floor: the kernel's send() CPU per message and connection, this run"
+{ echo "$floor_header"; lines "${floor_rows[@]}"; } | column -t -s '|'
+echo
+echo "one in flight: Tern CPU per delivery over the floor (target <= 1.10)"
+{ echo "$floor_ratio_header"; floor_ratio_rows; } | column -t -s '|'
+
+# md_table HEADER CMD...: a Markdown table of HEADER and the |-separated rows
+# CMD prints.
+md_table() {
+  local h=$1
+  shift
+  echo "| $(sed 's/|/ | /g' <<<"$h") |"
+  echo "|$(sed 's/[^|]*/---/g' <<<"$h")|"
+  "$@" | sed 's/|/ | /g; s/^/| /; s/$/ |/'
+}
 
 if [ "$docs" = 1 ]; then
   md="$repo/docs/bench-compare.md" png="$repo/docs/bench-compare.png"
   dat="$tmp/plot.dat"
-  # One row per workload, per broker: CPU µs/delivery, RSS KiB/conn, p99 ms.
+  # One row per workload, per broker: CPU µs/delivery, RSS KiB/conn, p99 ms,
+  # messages published per s.
   {
     printf '# workload'
     for b in $brokers; do printf ' %s_cpu %s_rss %s_p99 %s_pubs' "$b" "$b" "$b" "$b"; done
     echo
     for w in "${workloads[@]}"; do
       read -r n _ <<<"$w"
-      [ -n "$only" ] && ! grep -Eq "$only" <<<"$n" && continue
+      selected "$n" || continue
       printf '%s' "$n"
       for b in $brokers; do
         table | awk -F'|' -v w="$n" -v b="$b" '$1 == w && $2 == b {
@@ -296,7 +425,7 @@ if [ "$docs" = 1 ]; then
   } >"$dat"
   nb=$(wc -w <<<"$brokers")
   {
-    echo "set terminal pngcairo size 1600,480 font ',10'"
+    echo "set terminal pngcairo size 2000,560 font ',10'"
     echo "set output '$png'"
     echo "set style data histogram; set style histogram clustered gap 1"
     echo "set style fill solid 0.8 border -1; set boxwidth 0.9"
@@ -307,7 +436,7 @@ if [ "$docs" = 1 ]; then
              "3:p99 latency ms (log)" "4:messages published per s (log)"; do
       i=${m%%:*} t=${m#*:}
       echo "set title '$t'"
-      if [ "$i" = 4 ]; then echo "set logscale y; set yrange [1:3000]"
+      if [ "$i" = 4 ]; then echo "set logscale y; set yrange [1:*]"
       elif [ "$i" = 3 ]; then echo "set logscale y; set yrange [*:*]"; else echo "unset logscale y; set yrange [0:*]"; fi
       printf "plot "
       for k in $(seq 0 $((nb - 1))); do
@@ -321,7 +450,7 @@ if [ "$docs" = 1 ]; then
   } >"$tmp/plot.gp"
   gnuplot "$tmp/plot.gp" || echo "run_compare: gnuplot failed" >&2
   {
-    echo "# Fan-out comparison: Tern, Mosquitto, nginx+nchan"
+    echo "# Fan-out comparison: Tern (dev, and node + edge), Mosquitto, nginx+nchan"
     echo
     echo "Written by \`tests/bench/run_compare.sh ${args_given}\` (issue 6); the plot"
     echo "is [bench-compare.png](bench-compare.png). Every figure below comes from one"
@@ -329,18 +458,26 @@ if [ "$docs" = 1 ]; then
     echo
     echo "- run: $started_at, checkout at $(git -C "$repo" rev-parse --short HEAD); binaries: $tern and $bench, built $(date -u -r "$tern" +%Y-%m-%dT%H:%M:%SZ) and $(date -u -r "$bench" +%Y-%m-%dT%H:%M:%SZ)"
     echo "- machine: $(nproc) cores ($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)), load average $load_start at start, $load_end at end"
-    echo "- brokers: tern dev; $(mosquitto -h 2>/dev/null | head -1 || true); $(nginx -v 2>&1) with nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null)"
+    echo "- brokers: tern dev (\`tern\`); tern node + tern edge (\`tern-split\`); $(mosquitto -h 2>/dev/null | head -1 || true); $(nginx -v 2>&1) with nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null)"
     echo "- harness: bench_fanout (docs/bench-fanout.md), one libuv loop, libwebsockets clients; 64-byte messages, 4 096 bytes in the \`-4k\` workloads"
     echo
-    echo "| $(sed 's/|/ | /g' <<<"$header") |"
-    echo "|$(sed 's/[^|]*/---/g' <<<"$header")|"
-    for r in "${rows[@]}"; do echo "| $(sed 's/|/ | /g' <<<"$r") |"; done
+    md_table "$header" lines "${rows[@]}"
     echo
-    echo "Ratios Tern/peer from the same run (below 1: Tern spends less):"
+    echo "Ratios Tern/peer from the same run (\`cpu_us/deliv\`, \`rss_B/conn\`,"
+    echo "\`p99_us\` below 1: Tern spends less; \`deliv/s\` above 1: Tern delivered"
+    echo "faster):"
     echo
-    echo "| workload | ratio | cpu_us/deliv | rss_B/conn | p99_us |"
-    echo "|---|---|---|---|---|"
-    ratio_rows | sed 's/|/ | /g; s/^/| /; s/$/ |/'
+    md_table "$ratio_header" ratio_rows
+    echo
+    echo "The kernel's send() floor, measured by \`bench_fanout --floor\` in the same"
+    echo "run: CPU µs per message and connection, 70-byte messages, 1 and 8 per send():"
+    echo
+    md_table "$floor_header" lines "${floor_rows[@]}"
+    echo
+    echo "One message in flight: Tern's CPU per delivery over that floor (the issue's"
+    echo "target: within 10 %, a ratio of at most 1.10):"
+    echo
+    md_table "$floor_ratio_header" floor_ratio_rows
     echo
     cat <<'EOF'
 ## How to read it
@@ -353,10 +490,13 @@ if [ "$docs" = 1 ]; then
   utime+stime (`/proc/PID/stat`, 10 ms ticks) from the first publish to the end
   of the drain over deliveries, `oncpu_us/deliv` the same from schedstat (ns);
   `rss_B/conn` is the VmRSS growth over the subscribers' connect and an idle
-  settle, per subscriber. For nginx both are summed over the master and its
-  worker.
-- Tern: `tern dev` (`session_queue_max_bytes 8388608`, `heartbeat_ms 15000`),
-  JSON over WebSocket; every publish gets an `ok` after it is stored.
+  settle, per subscriber. Both are summed over every process of the broker:
+  nginx's master and its worker, Tern's node and edge for `tern-split`
+  (`bench_fanout --server-pid NODE,EDGE`).
+- Tern: `tern dev` (`tern`), and `tern node` + `tern edge` (`tern-split`: one
+  node, one edge in front of it on loopback, clients on the edge), both with
+  `session_queue_max_bytes 8388608`, `heartbeat_ms 15000`; JSON over
+  WebSocket; every publish gets an `ok` after it is stored.
   Mosquitto: MQTT 3.1.1 over WebSocket, QoS 0 both ways, no persistence,
   `max_queued_messages 100000`, `set_tcp_nodelay true`; a QoS 0 publish has no
   reply, so the publisher counts it acknowledged when written. Mosquitto 2.0.x
@@ -369,7 +509,14 @@ if [ "$docs" = 1 ]; then
 - `n1000-inflight1`: the next message is published once every subscriber has the
   last one (round-trip bound; CPU per delivery is the headline). `n1000-rate`:
   1 000 messages/s for 20 s (p99 latency is the headline; a broker that cannot
-  carry the rate shows a lower `pub/s`).
+  carry the rate shows a lower `pub/s`). `n1000-rate100` and `c1000x10-rate`
+  ask for a rate every broker carries, so their p99 compares brokers at an
+  equal delivered rate (`deliv/s` says whether it was equal). `c1000x10-flood`
+  pipelines publishes at a high rate over 1 000 channels of 10 subscribers
+  each: CPU per delivery with many messages in flight.
+- The floor: `bench_fanout --floor` in the same run, for the subscriber count
+  and message size (payload + 6 bytes) of each one-in-flight workload: the CPU
+  one process spends in send() per message and connection on loopback.
 - The harness is one process on one core. Where every broker shows about the
   same `deliv/s` and `harness_cores` is near 1, the harness set the pace: CPU
   per delivery is still the broker's own, but latency then includes the

@@ -105,7 +105,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# free_port, wait_healthz, stop_pid: tests/bench/lib_server.sh
+# free_port, wait_healthz, stop_pid, bench_floor: tests/bench/lib_server.sh
 . "$repo/tests/bench/lib_server.sh"
 
 # start_server NAME: starts tern dev, sets server_pid and port; 0 once /healthz
@@ -151,10 +151,9 @@ if [ "$smoke" = 0 ]; then
              if [ -z "$only" ] || grep -Eq "$only" <<<"$nm"; then echo "$s"; fi; done | sort -un); do
     echo "workload=floor-$n"
     fout="$tmp/floor-$n.out"
-    if timeout 120 "${bench_pin[@]}" "$bench" --floor --subscribers "$n" >"$fout"; then
+    if f=$(bench_floor "$fout" "$n" "${bench_pin[@]}" "$bench"); then
       grep -v '^bench=' "$fout"
-      floor1[$n]=$(sed -n 's/^floor_us_per_msg_1=//p' "$fout")
-      floor8[$n]=$(sed -n 's/^floor_us_per_msg_8=//p' "$fout")
+      floor1[$n]=${f% *} floor8[$n]=${f#* }
     fi
     echo
   done

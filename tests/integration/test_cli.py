@@ -89,6 +89,7 @@ def test_bad_config_values_one_line():
                        ("not a number", "max_message_bytes lots\n"),
                        ("negative", "heartbeat_ms -5\n"),
                        ("bad store_sync", "store_sync sometimes\n"),
+                       ("flush_linger_ms above 1000", "flush_linger_ms 1001\n"),
                        ("key without value", "heartbeat_ms\n")]:
         path = os.path.join(tmp, "c.conf")
         with open(path, "w") as f:

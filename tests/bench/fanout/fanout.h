@@ -145,12 +145,14 @@ struct fanout_proc_cpu {
 int fanout_proc_cpu(int pid, struct fanout_proc_cpu *out);
 /* VmRSS of `pid` from /proc/PID/status, in bytes. Returns 0 or -errno. */
 int fanout_proc_rss(int pid, uint64_t *rss_bytes);
-/* The same summed over `pid` and its children (found by PPid in
- * /proc/N/status), so that a broker of a master and workers (nginx) counts
- * whole. Children that start or end between two readings skew the difference;
- * the brokers measured fork theirs at start. Returns 0 or -errno of `pid`. */
-int fanout_proc_tree_cpu(int pid, struct fanout_proc_cpu *out);
-int fanout_proc_tree_rss(int pid, uint64_t *rss_bytes);
+/* The same summed over the `n` processes in `pids` and their children (found
+ * by PPid in /proc/N/status), each process once, so that a broker of a master
+ * and workers (nginx) or of several processes (Tern's node and edge) counts
+ * whole. Children that start or end between two readings skew the
+ * difference; the brokers measured fork theirs at start. Returns 0, or -errno
+ * of the first pid in `pids` that cannot be read. */
+int fanout_proc_set_cpu(const int *pids, size_t n, struct fanout_proc_cpu *out);
+int fanout_proc_set_rss(const int *pids, size_t n, uint64_t *rss_bytes);
 /* This process's own user and system CPU (getrusage), in µs. */
 void fanout_self_cpu(struct fanout_proc_cpu *out);
 
@@ -174,6 +176,8 @@ enum fanout_mode {
 #define FANOUT_SUBSCRIBERS_MAX 200000
 /* Local addresses subscribers connect from, at most (--source-addrs). */
 #define FANOUT_SOURCE_ADDRS_MAX 64
+/* Broker processes a run can measure at once (--server-pid, repeatable). */
+#define FANOUT_SERVER_PIDS_MAX 8
 
 /* A workload. Every phase has a bound in count and time, so a broker that
  * loses messages or connections ends the run with a failure, never a hang. */
@@ -202,7 +206,10 @@ struct fanout_config {
 	uint32_t drain_timeout_ms;    /* after the last publish, without progress */
 	uint32_t drain_max_ms;        /* after the last publish, at most */
 	uint32_t message_timeout_ms;  /* INFLIGHT1: one message to reach everyone */
-	int server_pid;               /* 0: no broker CPU or RSS figures */
+	int server_pids[FANOUT_SERVER_PIDS_MAX]; /* the broker's processes: CPU
+					 and RSS are summed over them and
+					 their children */
+	uint32_t server_pid_count;    /* 0: no broker CPU or RSS figures */
 	const char *const *source_addrs; /* numeric IPv4: subscriber i binds
 					 source_addrs[i % nsource_addrs] */
 	uint32_t nsource_addrs;       /* 0: the kernel picks (127.0.0.1) */

@@ -89,7 +89,7 @@ static int listen_any(uint16_t *port)
 /* CPU µs per message with `batch` messages of `msg_bytes` in each send(). */
 static double measure(const int *fds, uint32_t n, uint32_t msg_bytes, uint32_t batch)
 {
-	static char buf[32 * 1024];
+	static char buf[32 * 8192]; /* 32 messages of the largest --floor-bytes */
 	struct fanout_proc_cpu a, b;
 	uint64_t sends = FLOOR_SENDS / batch < n ? n : FLOOR_SENDS / batch;
 	uint64_t rounds = sends / n, done = 0;

@@ -250,23 +250,58 @@ static size_t children_of(int pid, int *out, size_t cap)
 	return n;
 }
 
-/* A broker's worker processes, at most (nginx: worker_processes + cache
- * helpers). */
-#define TREE_MAX_CHILDREN 64
+/* A broker's processes, at most: the pids given (FANOUT_SERVER_PIDS_MAX) and
+ * their children (nginx: worker_processes and cache helpers, 64 as before). */
+#define SET_MAX_PROCS (FANOUT_SERVER_PIDS_MAX + 64)
 
-int fanout_proc_tree_cpu(int pid, struct fanout_proc_cpu *out)
+static bool set_has(const int *set, size_t n, int pid)
 {
-	int kids[TREE_MAX_CHILDREN];
-	size_t n;
-	int rc = fanout_proc_cpu(pid, out);
+	for (size_t i = 0; i < n; i++)
+		if (set[i] == pid)
+			return true;
+	return false;
+}
 
-	if (rc < 0)
-		return rc;
-	n = children_of(pid, kids, TREE_MAX_CHILDREN);
+/* The pids in `pids` and their children, each once, into `set` (capacity
+ * SET_MAX_PROCS); returns how many. A pid listed twice, or listed and also a
+ * child of another listed pid, counts once. */
+static size_t proc_set(const int *pids, size_t n, int *set)
+{
+	size_t count = 0;
+
+	for (size_t i = 0; i < n && count < SET_MAX_PROCS; i++)
+		if (!set_has(set, count, pids[i]))
+			set[count++] = pids[i];
+	for (size_t i = 0; i < n && count < SET_MAX_PROCS; i++) {
+		int kids[SET_MAX_PROCS];
+		size_t k = children_of(pids[i], kids, SET_MAX_PROCS - count);
+
+		for (size_t j = 0; j < k; j++)
+			if (!set_has(set, count, kids[j]))
+				set[count++] = kids[j];
+	}
+	return count;
+}
+
+int fanout_proc_set_cpu(const int *pids, size_t n, struct fanout_proc_cpu *out)
+{
+	int set[SET_MAX_PROCS];
+	size_t count;
+
+	memset(out, 0, sizeof(*out));
+	/* Every listed pid must be readable; a child that ended is skipped. */
 	for (size_t i = 0; i < n; i++) {
 		struct fanout_proc_cpu c;
+		int rc = fanout_proc_cpu(pids[i], &c);
 
-		if (fanout_proc_cpu(kids[i], &c) < 0)
+		if (rc < 0)
+			return rc;
+	}
+	count = proc_set(pids, n, set);
+	for (size_t i = 0; i < count; i++) {
+		struct fanout_proc_cpu c;
+
+		if (fanout_proc_cpu(set[i], &c) < 0)
 			continue;
 		out->user_us += c.user_us;
 		out->sys_us += c.sys_us;
@@ -276,19 +311,24 @@ int fanout_proc_tree_cpu(int pid, struct fanout_proc_cpu *out)
 	return 0;
 }
 
-int fanout_proc_tree_rss(int pid, uint64_t *rss_bytes)
+int fanout_proc_set_rss(const int *pids, size_t n, uint64_t *rss_bytes)
 {
-	int kids[TREE_MAX_CHILDREN];
-	size_t n;
-	int rc = fanout_proc_rss(pid, rss_bytes);
+	int set[SET_MAX_PROCS];
+	size_t count;
 
-	if (rc < 0)
-		return rc;
-	n = children_of(pid, kids, TREE_MAX_CHILDREN);
+	*rss_bytes = 0;
 	for (size_t i = 0; i < n; i++) {
 		uint64_t r;
+		int rc = fanout_proc_rss(pids[i], &r);
 
-		if (fanout_proc_rss(kids[i], &r) == 0)
+		if (rc < 0)
+			return rc;
+	}
+	count = proc_set(pids, n, set);
+	for (size_t i = 0; i < count; i++) {
+		uint64_t r;
+
+		if (fanout_proc_rss(set[i], &r) == 0)
 			*rss_bytes += r;
 	}
 	return 0;

@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "store.h"
+
 #define N(a) (sizeof(a) / sizeof((a)[0]))
 
 static void close_answers_queued_publishes(void **state)
@@ -229,6 +231,67 @@ static void open_creates_data_dir_and_reports_errors(void **state)
 	assert_null(b);
 }
 
+/* The writer never checkpoints on its commit path: a thread of its own does, once the WAL
+ * holds wal_ckpt_pages; and the WAL file stays bounded by about wal_max_pages plus one batch
+ * (it rewinds) while ten times that is written without a pause. Everything committed is there
+ * after a restart. */
+static void checkpointer_keeps_the_wal_bounded(void **state)
+{
+	struct h *h = *state;
+	enum { BURST = 200, BURSTS = 30, DATA = 3000 }; /* ~18 MB of message data */
+	h->cfg.history_messages = 100000;
+	h->cfg.wal_ckpt_pages = 100;
+	h->cfg.wal_max_pages = 500; /* ~2 MB, and 18 MB are written */
+	h_open(h);
+	char *data = malloc(DATA + 16);
+	struct pub_result *r = calloc(BURST, sizeof(*r));
+	assert_non_null(data);
+	assert_non_null(r);
+	memset(data, 'x', DATA);
+	data[DATA] = 0;
+	for (int b = 0; b < BURSTS; b++) {
+		memset(r, 0, BURST * sizeof(*r));
+		for (int i = 0; i < BURST; i++)
+			assert_int_equal(h_pub_async(h, "wal", data, NULL, &r[i]), 0);
+		for (int i = 0; i < BURST; i++) {
+			assert_true(h_wait_count(h, &r[i].calls, 1));
+			assert_int_equal(r[i].err, 0);
+		}
+	}
+	struct store_stats ss;
+	struct timespec pause = {0, 10 * 1000 * 1000};
+	for (int i = 0; i < 500; i++) { /* the checkpointer runs beside us: 5 s at most */
+		broker_store_stats(h->b, &ss);
+		if (ss.checkpoints > 0)
+			break;
+		nanosleep(&pause, NULL);
+	}
+	assert_true(ss.checkpoints > 0);
+	assert_int_equal(ss.checkpoint_errors, 0);
+
+	char wal[600];
+	struct stat st;
+	snprintf(wal, sizeof(wal), "%s/tern.db-wal", h->dir);
+	assert_int_equal(stat(wal, &st), 0);
+	/* A transaction here is one burst; each message takes about 4 pages (a WITHOUT ROWID
+	 * row keeps ~1 KB in its leaf, the rest in overflow pages), 5 with the indexes. */
+	off_t bound = (off_t)(500 + 5 * BURST) * (4096 + 24) + 32;
+	if (st.st_size > bound)
+		fail_msg("WAL is %lld bytes after %d bytes written: above its bound %lld",
+			 (long long)st.st_size, BURST * BURSTS * DATA, (long long)bound);
+
+	h_reopen(h);
+	assert_int_equal(h_last_seq(h, "wal"), (uint64_t)BURST * BURSTS);
+	struct hist_result hr;
+	assert_int_equal(h_hist(h, "wal", 0, 0, 10, true, &hr), 0);
+	assert_int_equal(hr.n, 10);
+	assert_int_equal(hr.msgs[0]->seq, (uint64_t)BURST * BURSTS);
+	assert_int_equal(hr.msgs[0]->data_len, DATA);
+	h_hist_free(&hr);
+	free(r);
+	free(data);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -238,6 +301,7 @@ int main(int argc, char **argv)
 		cmocka_unit_test_h(close_answers_queued_reads_and_sweeps),
 		cmocka_unit_test_h(close_idle_and_empty),
 		cmocka_unit_test_h(open_creates_data_dir_and_reports_errors),
+		cmocka_unit_test_h(checkpointer_keeps_the_wal_bounded),
 	};
 	return h_run("close", tests, N(tests), argc, argv);
 }
