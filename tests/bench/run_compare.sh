@@ -150,10 +150,17 @@ wait_port() {
 }
 
 # tern_conf DIR: DIR/tern.conf, the config of every Tern process of a run.
-tern_conf() {
-  printf 'session_queue_max_bytes 8388608\nheartbeat_ms 15000\n' >"$1/tern.conf"
-  [ ${#tern_sets[@]} -gt 0 ] && printf '%s\n' "${tern_sets[@]}" >>"$1/tern.conf"
+# store_sync normal: the peers keep nothing on disk (Mosquitto runs with
+# persistence false, nchan in memory); Tern still writes every message to
+# SQLite's WAL before it acknowledges or delivers it, only without an fsync per
+# commit. --set 'store_sync full' (Tern's default) measures that too.
+tern_conf_lines() {
+  printf 'session_queue_max_bytes 8388608\nheartbeat_ms 15000\nstore_sync normal\n'
+  [ ${#tern_sets[@]} -gt 0 ] && printf '%s\n' "${tern_sets[@]}"
   return 0
+}
+tern_conf() {
+  tern_conf_lines >"$1/tern.conf"
 }
 
 start_tern() { # DIR
@@ -470,7 +477,8 @@ if [ "$docs" = 1 ]; then
     md_table "$ratio_header" ratio_rows
     echo
     echo "The kernel's send() floor, measured by \`bench_fanout --floor\` in the same"
-    echo "run: CPU µs per message and connection, 70-byte messages, 1 and 8 per send():"
+    echo "run: CPU µs per message and connection, 1 and 8 messages per send(), for the"
+    echo "subscriber count and message size (payload + 6 bytes) of each one-in-flight workload:"
     echo
     md_table "$floor_header" lines "${floor_rows[@]}"
     echo
@@ -478,6 +486,9 @@ if [ "$docs" = 1 ]; then
     echo "target: within 10 %, a ratio of at most 1.10):"
     echo
     md_table "$floor_ratio_header" floor_ratio_rows
+    echo
+    echo "Tern's config in this run (every Tern process): $(tern_conf_lines | paste -sd ';' | sed 's/;/; /g')."
+    echo "Where the CPU goes (perf and callgrind): [fanout-profile.md](fanout-profile.md)."
     echo
     cat <<'EOF'
 ## How to read it
@@ -495,8 +506,11 @@ if [ "$docs" = 1 ]; then
   (`bench_fanout --server-pid NODE,EDGE`).
 - Tern: `tern dev` (`tern`), and `tern node` + `tern edge` (`tern-split`: one
   node, one edge in front of it on loopback, clients on the edge), both with
-  `session_queue_max_bytes 8388608`, `heartbeat_ms 15000`; JSON over
-  WebSocket; every publish gets an `ok` after it is stored.
+  `session_queue_max_bytes 8388608`, `heartbeat_ms 15000` and `store_sync
+  normal` (above: the config as run); JSON over WebSocket; every publish is
+  written to SQLite (WAL) before its `ok` and before any subscriber gets it;
+  with `store_sync normal` there is no fsync per commit, which the peers, who
+  keep nothing on disk, do not pay either.
   Mosquitto: MQTT 3.1.1 over WebSocket, QoS 0 both ways, no persistence,
   `max_queued_messages 100000`, `set_tcp_nodelay true`; a QoS 0 publish has no
   reply, so the publisher counts it acknowledged when written. Mosquitto 2.0.x
