@@ -80,7 +80,9 @@
 /* Frames per session, on average over one flush, at which the edge is behind and its next
  * flush lingers (config flush_linger_ms, default below; 0 turns lingering off). */
 #define TERN_EDGE_LINGER_FRAMES 2
-#define TERN_FLUSH_LINGER_MS_DEFAULT 10
+/* ... and messages per second per session, on average, below which the edge keeps up. */
+#define TERN_EDGE_LINGER_RATE 200
+#define TERN_FLUSH_LINGER_MS_DEFAULT 25
 #define TERN_FLUSH_LINGER_MS_MAX 1000
 
 /* Queues (contract defaults: ack timeout 30 s, 5 attempts, prefetch 10, 1-1000). */

@@ -422,10 +422,11 @@ static void on_more(uv_idle_t *h)
  * between from blocking), so a broadcast to 100 000 sessions leaves the loop free to read
  * links and accept clients in between. A send() costs about the same for one frame as for
  * ten, so when messages arrive faster than the edge writes them (a flush found, on
- * average, TERN_EDGE_LINGER_FRAMES or more frames per session), the next flush waits
- * flush_linger_ms for more to join each write: fewer, larger writes while the edge is
- * behind, at most flush_linger_ms added to latency then, and nothing added while it keeps
- * up (one frame per session per flush turns lingering off again). */
+ * average, TERN_EDGE_LINGER_FRAMES or more frames per session, arriving at
+ * TERN_EDGE_LINGER_RATE a second or more), the next flush waits flush_linger_ms for more
+ * to join each write: fewer, larger writes while the edge is behind, at most
+ * flush_linger_ms added to latency then, and nothing added while it keeps up (a slower
+ * arrival rate turns lingering off again). */
 void sessions_flush(struct edge *e)
 {
 	size_t sessions = 0, frames = 0;
@@ -435,8 +436,16 @@ void sessions_flush(struct edge *e)
 		frames += (size_t)flush_now(s);
 		sessions++;
 	}
-	e->lingering = e->cfg->flush_linger_ms > 0 && sessions > 0 &&
-		       frames >= sessions * TERN_EDGE_LINGER_FRAMES;
+	/* Behind: messages arrive faster than TERN_EDGE_LINGER_RATE a second per session
+	 * (frames since the last flush over the time since), and, to start lingering, two
+	 * or more frames per session in this flush. The rate, not the frames alone, keeps
+	 * it on: a linger of 25 ms holds 2.5 frames of a 100 messages/s stream, which must
+	 * not count as behind. */
+	uint64_t now = uv_hrtime(), since = now - e->last_flush_ns;
+	bool fast = (double)frames * 1e9 >= (double)sessions * TERN_EDGE_LINGER_RATE * (double)since;
+	e->last_flush_ns = now;
+	e->lingering = e->cfg->flush_linger_ms > 0 && sessions > 0 && fast &&
+		       (e->lingering || frames >= sessions * TERN_EDGE_LINGER_FRAMES);
 	uv_timer_stop(&e->linger);
 	if (!list_empty(&e->dirty)) {
 		/* Called from the linger timer, the check may not be armed yet. */
