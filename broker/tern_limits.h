@@ -82,6 +82,9 @@
 #define TERN_EDGE_LINGER_FRAMES 2
 /* ... and messages per second per session, on average, below which the edge keeps up. */
 #define TERN_EDGE_LINGER_RATE 200
+/* ... and the time one flush must take for lingering to be worth its latency: writing to
+ * a few clients is cheap however often it happens. */
+#define TERN_EDGE_LINGER_BUSY_US 1000
 #define TERN_FLUSH_LINGER_MS_DEFAULT 25
 #define TERN_FLUSH_LINGER_MS_MAX 1000
 

@@ -15,7 +15,7 @@ shift || true
 PACKAGES=(build-essential cmake pkg-config git
           libuv1-dev libwebsockets-dev libwebsockets-evlib-uv libjansson-dev
           libprotobuf-c-dev protobuf-c-compiler libsqlite3-dev libssl-dev
-          libcmocka-dev clang libclang-rt-14-dev librabbitmq-dev
+          libcmocka-dev clang libclang-rt-14-dev librabbitmq-dev libwslay-dev
           python3 python3-websockets curl chromium openssl)
 BENCH_PACKAGES=(rabbitmq-server mosquitto nginx-light libnginx-mod-nchan gnuplot-nox)
 

@@ -45,7 +45,7 @@ struct edge {
 	uv_check_t flush;	/* writes them after the loop's I/O phase */
 	uv_timer_t linger;	/* ... or flush_linger_ms later, while lingering */
 	bool lingering;		/* the last flush found sessions behind (see session.c) */
-	uint64_t last_flush_ns; /* uv_hrtime() of the last flush */
+	uint64_t dirty_since_ns; /* uv_hrtime() when the first dirty session was queued */
 	uv_idle_t more;		/* active while dirty sessions are left for the next
 				 * turn: keeps that turn's poll from blocking */
 	uint64_t conn_counter;

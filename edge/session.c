@@ -27,6 +27,7 @@ static void sessions_linger_cb(uv_timer_t *t)
  * little later (see sessions_flush). */
 static void arm_flush(struct edge *e)
 {
+	e->dirty_since_ns = uv_hrtime();
 	if (e->lingering) {
 		e->st.flush_lingers++;
 		uv_timer_start(&e->linger, sessions_linger_cb, e->cfg->flush_linger_ms, 0);
@@ -421,30 +422,33 @@ static void on_more(uv_idle_t *h)
  * rest go out on the next turns (the check stays armed, and an idle handle keeps the poll
  * between from blocking), so a broadcast to 100 000 sessions leaves the loop free to read
  * links and accept clients in between. A send() costs about the same for one frame as for
- * ten, so when messages arrive faster than the edge writes them (a flush found, on
- * average, TERN_EDGE_LINGER_FRAMES or more frames per session, arriving at
- * TERN_EDGE_LINGER_RATE a second or more), the next flush waits flush_linger_ms for more
+ * ten, so when messages arrive faster than the edge writes them (a flush that took
+ * TERN_EDGE_LINGER_BUSY_US or more found, on average, TERN_EDGE_LINGER_FRAMES or more
+ * frames per session, arriving at TERN_EDGE_LINGER_RATE a second or more), the next
+ * flush waits flush_linger_ms for more
  * to join each write: fewer, larger writes while the edge is behind, at most
  * flush_linger_ms added to latency then, and nothing added while it keeps up (a slower
  * arrival rate turns lingering off again). */
 void sessions_flush(struct edge *e)
 {
 	size_t sessions = 0, frames = 0;
+	uint64_t start = uv_hrtime();
 	while (!list_empty(&e->dirty) && sessions < TERN_EDGE_FLUSH_SESSIONS_PER_TURN) {
 		struct session *s = container_of(e->dirty.next, struct session, dirty_link);
 		session_undirty(s);
 		frames += (size_t)flush_now(s);
 		sessions++;
 	}
-	/* Behind: messages arrive faster than TERN_EDGE_LINGER_RATE a second per session
-	 * (frames since the last flush over the time since), and, to start lingering, two
-	 * or more frames per session in this flush. The rate, not the frames alone, keeps
-	 * it on: a linger of 25 ms holds 2.5 frames of a 100 messages/s stream, which must
-	 * not count as behind. */
-	uint64_t now = uv_hrtime(), since = now - e->last_flush_ns;
+	/* Behind: writing takes real time (this flush took TERN_EDGE_LINGER_BUSY_US or
+	 * more: a few clients are never worth the latency), messages arrive faster than
+	 * TERN_EDGE_LINGER_RATE a second per session (frames over the time since the
+	 * first of them was queued), and, to start lingering, two or more frames per session in
+	 * this flush. The rate, not the frames alone, keeps it on: a linger of 25 ms holds
+	 * 2.5 frames of a 100 messages/s stream, which is not behind. */
+	uint64_t now = uv_hrtime(), since = now - e->dirty_since_ns;
 	bool fast = (double)frames * 1e9 >= (double)sessions * TERN_EDGE_LINGER_RATE * (double)since;
-	e->last_flush_ns = now;
-	e->lingering = e->cfg->flush_linger_ms > 0 && sessions > 0 && fast &&
+	bool busy = now - start >= TERN_EDGE_LINGER_BUSY_US * 1000ull;
+	e->lingering = e->cfg->flush_linger_ms > 0 && sessions > 0 && fast && busy &&
 		       (e->lingering || frames >= sessions * TERN_EDGE_LINGER_FRAMES);
 	uv_timer_stop(&e->linger);
 	if (!list_empty(&e->dirty)) {

@@ -10,7 +10,10 @@ add_executable(bench_fanout
   ${CMAKE_CURRENT_LIST_DIR}/fanout/floor.c
   ${CMAKE_CURRENT_LIST_DIR}/fanout/measure.c)
 target_include_directories(bench_fanout PRIVATE ${CMAKE_CURRENT_LIST_DIR})
-target_link_libraries(bench_fanout PRIVATE PkgConfig::LWS PkgConfig::UV)
+# wslay parses live subscribers' frames (fanout/harness.c says why); Debian ships
+# its CMake package with libwslay-dev.
+find_package(wslay REQUIRED CONFIG)
+target_link_libraries(bench_fanout PRIVATE PkgConfig::LWS PkgConfig::UV wslay)
 
 # Smoke run that proves the harness, not the broker's speed: 20 subscribers, a
 # few messages in each mode, zero loss asserted. `$<TARGET_EXISTS>` keeps
