@@ -77,3 +77,16 @@ bench_floor() {
   [ -n "$f1" ] && [ -n "$f8" ] || return 1
   echo "$f1 $f8"
 }
+
+# on_exit NAME STOP: at exit, runs the function STOP (which ends what the
+# script started, by PID), then removes $tmp, or says it was kept when $keep
+# is 1; INT and TERM exit 130 through the same path.
+on_exit() {
+  _on_exit_name=$1 _on_exit_stop=$2
+  trap _on_exit_run EXIT
+  trap 'exit 130' INT TERM
+}
+_on_exit_run() {
+  "$_on_exit_stop"
+  if [ "$keep" = 1 ]; then echo "$_on_exit_name: kept $tmp" >&2; else rm -rf "$tmp"; fi
+}

@@ -86,12 +86,7 @@ stop_target() {
   done
   pids=()
 }
-cleanup() {
-  stop_target
-  if [ "$keep" = 1 ]; then echo "run_cluster: kept $tmp" >&2; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+on_exit run_cluster stop_target
 
 # start_target TARGET DIR: starts dev or node+edge; sets pids and port (the
 # port clients use). 0 when every process answers /healthz.

@@ -114,7 +114,7 @@ fi
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tern-bench-compare.XXXXXX")
 server_pids=()   # the running broker's processes, in start order
 
-# free_port, wait_healthz, stop_pid, bench_floor: tests/bench/lib_server.sh
+# free_port, wait_healthz, stop_pid, bench_floor, on_exit: tests/bench/lib_server.sh
 . "$repo/tests/bench/lib_server.sh"
 
 # stop_server: stops the broker's processes by PID, last started first (the
@@ -126,12 +126,7 @@ stop_server() {
   done
   server_pids=()
 }
-cleanup() {
-  stop_server
-  if [ "$keep" = 1 ]; then echo "run_compare: kept $tmp" >&2; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+on_exit run_compare stop_server
 
 # wait_port PID PORT LOG: 0 once something accepts on 127.0.0.1:PORT while
 # PID lives, 1 when it exits or 10 s pass (the caller then stops the broker).

@@ -98,15 +98,10 @@ stop_server() {
   stop_pid "$server_pid" "tern dev"
   server_pid=""
 }
-cleanup() {
-  stop_server
-  if [ "$keep" = 1 ]; then echo "run_fanout: kept $tmp" >&2; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
-# free_port, wait_healthz, stop_pid, bench_floor: tests/bench/lib_server.sh
+# free_port, wait_healthz, stop_pid, bench_floor, on_exit: tests/bench/lib_server.sh
 . "$repo/tests/bench/lib_server.sh"
+on_exit run_fanout stop_server
 
 # start_server NAME: starts tern dev, sets server_pid and port; 0 once /healthz
 # answers, 1 when it exits or does not answer within 10 s.

@@ -103,12 +103,7 @@ stop_target() {
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop_pid "${pids[$i]#*:}" "${pids[$i]%%:*}" 30; done
   pids=()
 }
-cleanup() {
-  stop_target
-  if [ "$keep" = 1 ]; then echo "run_idle: kept $tmp" >&2; else rm -rf "$tmp"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+on_exit run_idle stop_target
 
 # Heartbeats stay at the contract's 15 s: idle connections still get them.
 printf 'heartbeat_ms 15000\n' >"$tmp/tern.conf"
