@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <unistd.h>
 #include <uv.h>
@@ -83,9 +84,8 @@ struct conn {
 	char *frag;              /* reassembly of a frame split by lws */
 	uint32_t frag_len, frag_cap;
 	/* Live subscribers: read here, not by lws (see the top). */
-	uv_poll_t *raw;          /* on raw_fd, a dup of the lws socket */
-	int raw_fd;
-	wslay_frame_context_ptr wf;
+	wslay_frame_context_ptr wf; /* non-NULL while read here */
+	int raw_fd;              /* lws's socket, in h->raw_ep */
 	uint64_t frame_got;      /* payload bytes of the current frame so far */
 };
 
@@ -126,6 +126,12 @@ struct harness {
 	size_t payload_len;
 	bool stop_publishing;
 	bool abandoned;          /* teardown overdue: lws handles left open */
+	/* Live subscribers' sockets: in an epoll set of the harness's own (a
+	 * socket may be in several sets; libuv's, where lws has it, no longer
+	 * asks for input), which the loop polls as one descriptor. */
+	int raw_ep;
+	uv_poll_t raw_poll;
+	bool raw_polling;
 	/* What one read took from a live subscriber's socket, handed to wslay. */
 	uint8_t rbuf[256 * 1024];
 	size_t rpos, rlen;
@@ -546,19 +552,11 @@ static ssize_t raw_feed(uint8_t *buf, size_t len, int flags, void *arg)
 
 static const struct wslay_frame_callbacks raw_cbs = { .recv_callback = raw_feed };
 
-static void raw_closed(uv_handle_t *p)
-{
-	free(p);
-}
-
 static void raw_stop(struct conn *c)
 {
-	if (!c->raw)
+	if (!c->wf)
 		return;
-	uv_poll_stop(c->raw);
-	uv_close((uv_handle_t *)c->raw, raw_closed);
-	c->raw = NULL;
-	close(c->raw_fd);
+	epoll_ctl(c->h->raw_ep, EPOLL_CTL_DEL, c->raw_fd, NULL);
 	wslay_frame_context_free(c->wf);
 	c->wf = NULL;
 }
@@ -609,20 +607,13 @@ static void raw_end(struct conn *c)
 		lws_rx_flow_control(c->wsi, 1);
 }
 
-static void on_raw(uv_poll_t *p, int status, int events)
+/* Reads what one live subscriber's socket holds, at most 16 full buffers. */
+static void raw_read(struct harness *h, struct conn *c)
 {
-	struct conn *c = p->data;
-	struct harness *h = c->h;
 	struct wslay_frame_iocb io;
 	ssize_t n, r;
 
-	(void)events;
-	if (status != 0) {
-		raw_end(c);
-		return;
-	}
-	/* At most 16 full reads per turn; the poll is level-triggered. */
-	for (int reads = 0; reads < 16; reads++) {
+	for (int reads = 0; reads < 16 && c->wf; reads++) {
 		n = read(c->raw_fd, h->rbuf, sizeof(h->rbuf));
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 			return;
@@ -635,7 +626,7 @@ static void on_raw(uv_poll_t *p, int status, int events)
 		while ((r = wslay_frame_recv(c->wf, &io)) >= 0)
 			if (raw_chunk(h, c, &io) < 0)
 				break;
-		if (r >= 0 || r != WSLAY_ERR_WANT_READ) {
+		if (r != WSLAY_ERR_WANT_READ) {
 			h->res->bad_frames++;
 			raw_end(c);
 			return;
@@ -645,32 +636,49 @@ static void on_raw(uv_poll_t *p, int status, int events)
 	}
 }
 
+static void on_raw(uv_poll_t *p, int status, int events)
+{
+	struct harness *h = p->data;
+	struct epoll_event ev[256];
+	int n;
+
+	(void)status;
+	(void)events;
+	/* Level-triggered: what is left over is reported again next turn. */
+	n = epoll_wait(h->raw_ep, ev, 256, 0);
+	for (int i = 0; i < n; i++)
+		raw_read(h, ev[i].data.ptr);
+}
+
 /* Takes a live subscriber's reading over from lws: lws stops reading its
- * socket (rx flow control), and a dup of it is polled here. On failure lws
- * keeps reading, more slowly, and nothing is lost. */
+ * socket (rx flow control), and the harness's epoll set watches it. On
+ * failure lws keeps reading, more slowly, and nothing is lost. */
 static void raw_start(struct harness *h, struct conn *c)
 {
 	int fd = c->wsi ? lws_get_socket_fd(c->wsi) : -1;
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
 
-	if (fd < 0 || c->raw)
+	if (fd < 0 || c->wf || h->raw_ep < 0)
 		return;
-	c->raw = malloc(sizeof(*c->raw));
-	c->raw_fd = dup(fd);
-	if (!c->raw || c->raw_fd < 0 || wslay_frame_context_init(&c->wf, &raw_cbs, c) != 0 ||
-	    uv_poll_init(&h->loop, c->raw, c->raw_fd) != 0) {
-		if (c->raw_fd >= 0)
-			close(c->raw_fd);
-		if (c->wf)
-			wslay_frame_context_free(c->wf);
+	if (!h->raw_polling) {
+		if (uv_poll_init(&h->loop, &h->raw_poll, h->raw_ep) != 0)
+			return;
+		h->raw_poll.data = h;
+		uv_poll_start(&h->raw_poll, UV_READABLE, on_raw);
+		h->raw_polling = true;
+	}
+	if (wslay_frame_context_init(&c->wf, &raw_cbs, c) != 0) {
 		c->wf = NULL;
-		free(c->raw);
-		c->raw = NULL;
 		return;
 	}
-	c->raw->data = c;
+	c->raw_fd = fd;
 	c->frame_got = 0;
+	if (epoll_ctl(h->raw_ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+		wslay_frame_context_free(c->wf);
+		c->wf = NULL;
+		return;
+	}
 	lws_rx_flow_control(c->wsi, 0);
-	uv_poll_start(c->raw, UV_READABLE, on_raw);
 }
 
 static void on_gone(struct harness *h, struct conn *c, bool failed)
@@ -1026,6 +1034,10 @@ static void teardown(struct harness *h)
 		h->http = NULL;
 	}
 	uv_close((uv_handle_t *)&h->pub_timer, NULL);
+	if (h->raw_polling) {
+		uv_close((uv_handle_t *)&h->raw_poll, NULL);
+		h->raw_polling = false;
+	}
 	h->phase_start_ns = fanout_now_ns();
 	uv_unref((uv_handle_t *)&h->tick);
 }
@@ -1075,6 +1087,9 @@ static void free_state(struct harness *h)
 	free(h->msg_seq);
 	free(h->sent_ns);
 	free(h->payload);
+	if (h->raw_ep >= 0)
+		close(h->raw_ep);
+	h->raw_ep = -1;
 }
 
 static int create_context(struct harness *h)
@@ -1154,6 +1169,7 @@ int fanout_run(const struct fanout_config *cfg, struct fanout_result *res)
 		return -ENOMEM;
 	h->cfg = cfg;
 	h->res = res;
+	h->raw_ep = epoll_create1(EPOLL_CLOEXEC); /* -1: lws reads everything */
 	fanout_raise_nofile(cfg->subscribers + 64);
 	rc = alloc_state(h);
 	if (rc < 0)
