@@ -1077,8 +1077,10 @@ static int alloc_state(struct harness *h)
 static void free_state(struct harness *h)
 {
 	if (h->subs)
-		for (uint32_t i = 0; i < h->cfg->subscribers; i++)
+		for (uint32_t i = 0; i < h->cfg->subscribers; i++) {
+			raw_stop(&h->subs[i]); /* one lws never reported closed */
 			free(h->subs[i].frag);
+		}
 	free(h->pub.frag);
 	free(h->subs);
 	free(h->chan_live);
