@@ -766,7 +766,7 @@ static void *ckpt_main(void *arg)
 		/* A pass copies the frames there were when it began; while the writer appends,
 		 * a few more passes over the (smaller) rest let the log rewind. */
 		uint64_t t0 = mono_us();
-		int rc, log = 0, done = 0;
+		int rc = SQLITE_OK, log = 0, done = 0;
 		for (int pass = 0; pass < TERN_STORE_CKPT_PASSES; pass++) {
 			rc = sqlite3_wal_checkpoint_v2(s->ckpt_db, NULL, SQLITE_CHECKPOINT_PASSIVE,
 						       &log, &done);

@@ -424,11 +424,10 @@ static void on_more(uv_idle_t *h)
  * links and accept clients in between. A send() costs about the same for one frame as for
  * ten, so when messages arrive faster than the edge writes them (a flush that took
  * TERN_EDGE_LINGER_BUSY_US or more found, on average, TERN_EDGE_LINGER_FRAMES or more
- * frames per session, arriving at TERN_EDGE_LINGER_RATE a second or more), the next
- * flush waits flush_linger_ms for more
- * to join each write: fewer, larger writes while the edge is behind, at most
- * flush_linger_ms added to latency then, and nothing added while it keeps up (a slower
- * arrival rate turns lingering off again). */
+ * frames per session, arriving at TERN_EDGE_LINGER_RATE a second or more), the next flush
+ * waits flush_linger_ms for more to join each write: fewer, larger writes while the edge
+ * is behind, at most flush_linger_ms added to latency then, and nothing added while it
+ * keeps up (a slower arrival rate turns lingering off again). */
 void sessions_flush(struct edge *e)
 {
 	size_t sessions = 0, frames = 0;
@@ -441,8 +440,8 @@ void sessions_flush(struct edge *e)
 	}
 	/* Behind: writing takes real time (this flush took TERN_EDGE_LINGER_BUSY_US or
 	 * more: a few clients are never worth the latency), messages arrive faster than
-	 * TERN_EDGE_LINGER_RATE a second per session (frames over the time since the
-	 * first of them was queued), and, to start lingering, two or more frames per session in
+	 * TERN_EDGE_LINGER_RATE a second per session (frames over the time since the first
+	 * of them was queued), and, to start lingering, two or more frames per session in
 	 * this flush. The rate, not the frames alone, keeps it on: a linger of 25 ms holds
 	 * 2.5 frames of a 100 messages/s stream, which is not behind. */
 	uint64_t now = uv_hrtime(), since = now - e->dirty_since_ns;
