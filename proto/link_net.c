@@ -169,6 +169,10 @@ static void on_connection(uv_stream_t *server, int status) {
   if (!l->closing) link_start_io(l);
 }
 
+/* A listener that never listened: its handle is closed, then it goes (the handle is not
+ * the struct's first member, so free() of the handle would free the wrong address). */
+static void free_unlistened(uv_handle_t *h) { free(h->data); }
+
 int link_listen(uv_loop_t *loop, const link_config *cfg, const char *host, int port,
                 link_on_link on_link, void *ud, link_listener **out) {
   struct sockaddr_storage ss;
@@ -188,7 +192,7 @@ int link_listen(uv_loop_t *loop, const link_config *cfg, const char *host, int p
   if (rc == 0) rc = uv_listen((uv_stream_t *)&lst->tcp, 511, on_connection);
   if (rc < 0) {
     lst->closing = true;
-    uv_close((uv_handle_t *)&lst->tcp, (uv_close_cb)free);
+    uv_close((uv_handle_t *)&lst->tcp, free_unlistened);
     return rc;
   }
   struct sockaddr_storage bound;

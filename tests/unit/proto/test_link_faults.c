@@ -540,6 +540,21 @@ static void listener_cap(void **state) {
   fx_finish(&f);
 }
 
+/* A port already taken: link_listen fails with the error and leaves nothing behind (its
+ * handle closes and the listener is freed: under ASan a wrong free() here aborted `tern dev`
+ * started with too few descriptors). The loop then closes with no handle open. */
+static void listen_on_a_busy_port(void **state) {
+  fx f;
+  fx_init(&f, 0);
+  fx_listen(&f, 0);
+  link_listener *second = NULL;
+  int rc = link_listen(&f.loop, &f.scfg, "127.0.0.1", f.port, NULL, NULL, &second);
+  ASSERT(rc == UV_EADDRINUSE);
+  ASSERT(second == NULL);
+  for (int i = 0; i < 10; i++) uv_run(&f.loop, UV_RUN_NOWAIT); /* the failed one closes */
+  fx_finish(&f);
+}
+
 /* ---- TLS refusals ---- */
 
 static void tls_refusals(void **state) {
@@ -606,6 +621,7 @@ int main(void) {
       cmocka_unit_test(hostile_link),
       cmocka_unit_test(hostile_stream),
       cmocka_unit_test(listener_cap),
+      cmocka_unit_test(listen_on_a_busy_port),
       cmocka_unit_test(tls_refusals),
   };
   int rc = cmocka_run_group_tests_name("link faults over tcp", tests, NULL, NULL);
