@@ -19,13 +19,7 @@
 #include "tern/control.pb-c.h"
 #include "tern/data.pb-c.h"
 
-#define ASSERT(x)                                                                        \
-	do {                                                                             \
-		if (!(x)) {                                                              \
-			fprintf(stderr, "%s:%d: ASSERT(%s) failed\n", __FILE__, __LINE__, #x); \
-			abort();                                                         \
-		}                                                                        \
-	} while (0)
+#include "tern_assert.h"
 
 #define DATA (&tern__data__data_plane__descriptor)
 #define CONTROL (&tern__control__control_plane__descriptor)

@@ -12,13 +12,7 @@
 
 #include "portmux.h"
 
-#define ASSERT(x)                                                                      \
-	do {                                                                           \
-		if (!(x)) {                                                            \
-			fprintf(stderr, "%s:%d: ASSERT(%s) failed\n", __FILE__, __LINE__, #x); \
-			abort();                                                       \
-		}                                                                      \
-	} while (0)
+#include "tern_assert.h"
 
 struct row {
 	const char *in;

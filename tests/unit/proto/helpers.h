@@ -17,14 +17,7 @@
 #include "link_frame.h"
 #include "tern/link.pb-c.h"
 
-/* Never compiled out (libuv's task.h): aborts with the failing expression. */
-#define ASSERT(x)                                                                                \
-  do {                                                                                           \
-    if (!(x)) {                                                                                  \
-      fprintf(stderr, "%s:%d: ASSERT(%s) failed\n", __FILE__, __LINE__, #x);                     \
-      abort();                                                                                   \
-    }                                                                                            \
-  } while (0)
+#include "tern_assert.h"
 
 #define DIAG (&tern__link__link_diag__descriptor)
 
