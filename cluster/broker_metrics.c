@@ -1,6 +1,8 @@
 /* The broker's Prometheus text: moved out of tern dev's metrics_extra, same output. */
 #include "broker_metrics.h"
 
+#include <stdarg.h>
+
 #include "store.h"
 
 /* A label value as a JSON string (what tern dev wrote), which is a valid Prometheus label
@@ -30,6 +32,21 @@ static void put_label(FILE *out, const char *s, size_t n)
 	fputc('"', out);
 }
 
+/* One series without labels: its HELP and TYPE lines, then NAME VALUE (fmt formats the
+ * value). */
+static void metric(FILE *out, const char *name, const char *type, const char *help,
+		   const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static void metric(FILE *out, const char *name, const char *type, const char *help,
+		   const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(out, "# HELP %s %s\n# TYPE %s %s\n%s ", name, help, name, type, name);
+	va_start(ap, fmt);
+	vfprintf(out, fmt, ap);
+	va_end(ap);
+	fputc('\n', out);
+}
+
 static void queue_metric(FILE *out, const char *name, const struct broker_qinfo *q, uint64_t v)
 {
 	fprintf(out, "%s{queue=", name);
@@ -54,12 +71,10 @@ void broker_metrics_write(struct broker *b, FILE *out)
 	struct broker_stats bs;
 	broker_store_stats(b, &ss);
 	broker_get_stats(b, &bs);
-	fputs("# HELP tern_store_batches_total Write transactions committed\n"
-	      "# TYPE tern_store_batches_total counter\n", out);
-	fprintf(out, "tern_store_batches_total %llu\n", (unsigned long long)ss.batches);
-	fputs("# HELP tern_store_batch_messages_total Messages written by those transactions\n"
-	      "# TYPE tern_store_batch_messages_total counter\n", out);
-	fprintf(out, "tern_store_batch_messages_total %llu\n", (unsigned long long)ss.batch_ops);
+	metric(out, "tern_store_batches_total", "counter", "Write transactions committed",
+	       "%llu", (unsigned long long)ss.batches);
+	metric(out, "tern_store_batch_messages_total", "counter",
+	       "Messages written by those transactions", "%llu", (unsigned long long)ss.batch_ops);
 	fputs("# HELP tern_store_commit_seconds Commit latency of one write transaction\n"
 	      "# TYPE tern_store_commit_seconds histogram\n", out);
 	uint64_t cum = 0;
@@ -74,28 +89,22 @@ void broker_metrics_write(struct broker *b, FILE *out)
 	}
 	fprintf(out, "tern_store_commit_seconds_sum %.6f\ntern_store_commit_seconds_count %llu\n",
 		(double)ss.commit_us_sum / 1e6, (unsigned long long)ss.batches);
-	fputs("# HELP tern_store_checkpoints_total WAL checkpoints by the checkpointer thread\n"
-	      "# TYPE tern_store_checkpoints_total counter\n", out);
-	fprintf(out, "tern_store_checkpoints_total %llu\n", (unsigned long long)ss.checkpoints);
-	fputs("# HELP tern_store_checkpoint_seconds_total Time the checkpointer spent checkpointing\n"
-	      "# TYPE tern_store_checkpoint_seconds_total counter\n", out);
-	fprintf(out, "tern_store_checkpoint_seconds_total %.6f\n",
-		(double)ss.checkpoint_us_sum / 1e6);
-	fputs("# HELP tern_store_checkpoint_errors_total Checkpoints that failed (not busy)\n"
-	      "# TYPE tern_store_checkpoint_errors_total counter\n", out);
-	fprintf(out, "tern_store_checkpoint_errors_total %llu\n",
-		(unsigned long long)ss.checkpoint_errors);
-	fputs("# HELP tern_store_writer_checkpoints_total Checkpoints the writer ran itself, the WAL "
-	      "having reached its bound\n"
-	      "# TYPE tern_store_writer_checkpoints_total counter\n", out);
-	fprintf(out, "tern_store_writer_checkpoints_total %llu\n",
-		(unsigned long long)ss.writer_checkpoints);
-	fputs("# HELP tern_broker_channels_active Channels with subscribers or writes in flight\n"
-	      "# TYPE tern_broker_channels_active gauge\n", out);
-	fprintf(out, "tern_broker_channels_active %llu\n", (unsigned long long)bs.channels_active);
-	fputs("# HELP tern_publish_errors_total Publishes the store could not commit\n"
-	      "# TYPE tern_publish_errors_total counter\n", out);
-	fprintf(out, "tern_publish_errors_total %llu\n", (unsigned long long)bs.publish_errors);
+	metric(out, "tern_store_checkpoints_total", "counter",
+	       "WAL checkpoints by the checkpointer thread", "%llu",
+	       (unsigned long long)ss.checkpoints);
+	metric(out, "tern_store_checkpoint_seconds_total", "counter",
+	       "Time the checkpointer spent checkpointing", "%.6f",
+	       (double)ss.checkpoint_us_sum / 1e6);
+	metric(out, "tern_store_checkpoint_errors_total", "counter",
+	       "Checkpoints that failed (not busy)", "%llu", (unsigned long long)ss.checkpoint_errors);
+	metric(out, "tern_store_writer_checkpoints_total", "counter",
+	       "Checkpoints the writer ran itself, the WAL having reached its bound", "%llu",
+	       (unsigned long long)ss.writer_checkpoints);
+	metric(out, "tern_broker_channels_active", "gauge",
+	       "Channels with subscribers or writes in flight", "%llu",
+	       (unsigned long long)bs.channels_active);
+	metric(out, "tern_publish_errors_total", "counter", "Publishes the store could not commit",
+	       "%llu", (unsigned long long)bs.publish_errors);
 	fputs("# HELP tern_queue_ready Messages ready for delivery\n# TYPE tern_queue_ready gauge\n"
 	      "# HELP tern_queue_unacked Deliveries awaiting ack\n# TYPE tern_queue_unacked gauge\n"
 	      "# HELP tern_queue_consumers WebSocket consumers\n# TYPE tern_queue_consumers gauge\n"
