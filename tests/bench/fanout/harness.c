@@ -506,13 +506,10 @@ static void on_frame(struct harness *h, struct conn *c, const char *frame, size_
 	}
 }
 
-/* Collects one frame, possibly in several pieces. Returns -1 on a frame
- * over FRAME_MAX_BYTES. */
-static int on_receive(struct harness *h, struct conn *c, struct lws *wsi,
-		      const char *in, size_t len)
+/* Collects one frame, possibly in several pieces (final: this is its last).
+ * Returns -1 on a frame over FRAME_MAX_BYTES. */
+static int collect(struct harness *h, struct conn *c, const char *in, size_t len, bool final)
 {
-	bool final = lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0;
-
 	if (final && c->frag_len == 0) {
 		on_frame(h, c, in, len);
 		return 0;
@@ -535,6 +532,13 @@ static int on_receive(struct harness *h, struct conn *c, struct lws *wsi,
 		c->frag_len = 0;
 	}
 	return 0;
+}
+
+static int on_receive(struct harness *h, struct conn *c, struct lws *wsi,
+		      const char *in, size_t len)
+{
+	return collect(h, c, in, len,
+		       lws_is_final_fragment(wsi) && lws_remaining_packet_payload(wsi) == 0);
 }
 
 /* ---- reading live subscribers (wslay) ---------------------------------- */
@@ -561,9 +565,9 @@ static void raw_stop(struct conn *c)
 	c->wf = NULL;
 }
 
-/* One chunk of a frame's payload: data frames are collected (whole frames in
- * one chunk, the usual case, go straight to on_frame); a close frame's code is
- * kept; pings and pongs are ignored (no broker here pings). */
+/* One chunk of a frame's payload: data frames are collected as lws's pieces are
+ * (whole frames in one chunk, the usual case, go straight to on_frame); a close
+ * frame's code is kept; pings and pongs are ignored (no broker here pings). */
 static int raw_chunk(struct harness *h, struct conn *c, const struct wslay_frame_iocb *io)
 {
 	bool last = c->frame_got + io->data_length == io->payload_length;
@@ -571,28 +575,9 @@ static int raw_chunk(struct harness *h, struct conn *c, const struct wslay_frame
 	if (io->opcode == WSLAY_CONNECTION_CLOSE) {
 		if (c->frame_got == 0 && io->data_length >= 2)
 			c->close_code = (uint16_t)(io->data[0] << 8 | io->data[1]);
-	} else if (io->opcode <= WSLAY_BINARY_FRAME) {
-		if (last && io->fin && c->frag_len == 0 && c->frame_got == 0) {
-			on_frame(h, c, (const char *)io->data, io->data_length);
-		} else {
-			if (c->frag_len + io->data_length > FRAME_MAX_BYTES)
-				return -1;
-			if (c->frag_len + io->data_length > c->frag_cap) {
-				uint32_t cap = (uint32_t)(c->frag_len + io->data_length) * 2;
-				char *p = realloc(c->frag, cap);
-
-				if (!p)
-					return -1;
-				c->frag = p;
-				c->frag_cap = cap;
-			}
-			memcpy(c->frag + c->frag_len, io->data, io->data_length);
-			c->frag_len += (uint32_t)io->data_length;
-			if (last && io->fin) {
-				on_frame(h, c, c->frag, c->frag_len);
-				c->frag_len = 0;
-			}
-		}
+	} else if (io->opcode <= WSLAY_BINARY_FRAME &&
+		   collect(h, c, (const char *)io->data, io->data_length, last && io->fin) < 0) {
+		return -1;
 	}
 	c->frame_got = last ? 0 : c->frame_got + io->data_length;
 	return 0;
