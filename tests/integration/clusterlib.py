@@ -195,18 +195,14 @@ class Proc:
             self.proc = None
 
     def stderr(self):
-        if not self.stderr_path or not os.path.exists(self.stderr_path):
-            return ""
-        with open(self.stderr_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
+        return T.read_text(self.stderr_path)
 
     def all_stderr(self):
         out = []
         for i in range(1, self.starts + 1):
             p = os.path.join(self.tmp, "stderr.%d.log" % i)
             if os.path.exists(p):
-                with open(p, "rb") as f:
-                    out.append(f.read().decode("utf-8", "replace"))
+                out.append(T.read_text(p))
         return "\n".join(out)
 
     # --- HTTP

@@ -249,7 +249,7 @@ class Server(RestApi):
             self.stderr_path = node_err
             self.proc = _Pair(None, node)
             if not self.wait_healthy("http://%s:%d" % (HOST, self.node_port)):
-                last_err = _read(node_err)
+                last_err = read_text(node_err)
                 self._kill_split()
                 if fixed_node or "in use" not in last_err.lower():
                     raise TestFailure("tern node did not become healthy within %ss (or exited); stderr: %s"
@@ -261,7 +261,7 @@ class Server(RestApi):
             self.stderr_path = edge_err
             if self.wait_healthy():
                 return self
-            last_err = "edge: %s\nnode: %s" % (_read(edge_err)[-2000:], _read(node_err)[-1000:])
+            last_err = "edge: %s\nnode: %s" % (read_text(edge_err)[-2000:], read_text(node_err)[-1000:])
             edge_rc = edge.poll()
             self._kill_split()
             if edge_rc is None or fixed_port or "in use" not in last_err.lower():
@@ -320,12 +320,9 @@ class Server(RestApi):
     def stderr(self):
         """stderr of the current (or last) start; in split mode the edge's, then the node's."""
         if self.mode == "split":
-            return "\n".join(_read(os.path.join(self.own_tmp, "%s.%d.log" % (t, self.starts)))
+            return "\n".join(read_text(os.path.join(self.own_tmp, "%s.%d.log" % (t, self.starts)))
                              for t in ("stderr", "node-stderr"))
-        if not self.stderr_path or not os.path.exists(self.stderr_path):
-            return ""
-        with open(self.stderr_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
+        return read_text(self.stderr_path)
 
     def all_stderr(self):
         out = []
@@ -333,7 +330,7 @@ class Server(RestApi):
             for tag in (("stderr", "node-stderr") if self.mode == "split" else ("stderr",)):
                 p = os.path.join(self.own_tmp, "%s.%d.log" % (tag, i))
                 if os.path.exists(p):
-                    out.append(_read(p))
+                    out.append(read_text(p))
         return "\n".join(out)
 
     def send_signal(self, sig):
@@ -412,7 +409,8 @@ class Server(RestApi):
         return m
 
 
-def _read(path):
+def read_text(path):
+    """A log file's text ('' when there is none)."""
     if not path or not os.path.exists(path):
         return ""
     with open(path, "rb") as f:
