@@ -278,29 +278,14 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 	return 0;
 }
 
-static void on_more_closed(uv_handle_t *h)
+/* e goes once the last of its own handles has closed. */
+static void on_handle_closed(uv_handle_t *h)
 {
 	struct edge *e = h->data;
+	if (--e->handles_open)
+		return;
 	hmap_destroy(&e->chans);
 	free(e);
-}
-
-static void on_linger_closed(uv_handle_t *h)
-{
-	struct edge *e = h->data;
-	uv_close((uv_handle_t *)&e->more, on_more_closed);
-}
-
-static void on_flush_closed(uv_handle_t *h)
-{
-	struct edge *e = h->data;
-	uv_close((uv_handle_t *)&e->linger, on_linger_closed);
-}
-
-static void on_tick_closed(uv_handle_t *h)
-{
-	struct edge *e = h->data;
-	uv_close((uv_handle_t *)&e->flush, on_flush_closed);
 }
 
 void edge_free(struct edge *e)
@@ -312,7 +297,12 @@ void edge_free(struct edge *e)
 		lws_context_destroy(e->ctx);
 	frame_unref(e->hb_frame);
 	free(e->wbuf);
-	uv_close((uv_handle_t *)&e->tick, on_tick_closed);
+	uv_handle_t *handles[] = {(uv_handle_t *)&e->tick, (uv_handle_t *)&e->flush,
+				  (uv_handle_t *)&e->linger, (uv_handle_t *)&e->more};
+	size_t n = sizeof(handles) / sizeof(handles[0]);
+	e->handles_open = n; /* the callbacks run on a later loop turn */
+	for (size_t i = 0; i < n; i++)
+		uv_close(handles[i], on_handle_closed);
 }
 
 static void metric(struct fbuf *b, const char *name, const char *type, const char *help,

@@ -46,6 +46,7 @@ struct edge {
 	uv_timer_t linger;	/* ... or flush_linger_ms later, while lingering */
 	bool lingering;		/* the last flush found sessions behind (see session.c) */
 	uint64_t dirty_since_ns; /* uv_hrtime() when the first dirty session was queued */
+	size_t handles_open;	 /* edge_free: tick, flush, linger, more not yet closed */
 	uv_idle_t more;		/* active while dirty sessions are left for the next
 				 * turn: keeps that turn's poll from blocking */
 	uint64_t conn_counter;
