@@ -28,6 +28,7 @@ void config_defaults(struct tern_config *c)
 	c->store_sync_full = true;
 	snprintf(c->region, sizeof(c->region), "local");
 	c->links = TERN_LINKS_DEFAULT;
+	c->workers = 1;
 	c->node_timeout_ms = TERN_NODE_TIMEOUT_MS_DEFAULT;
 }
 
@@ -51,6 +52,7 @@ static const struct num_key num_keys[] = {
 	NK(store_sweep_interval_ms, 10, 3600000),
 	NK(queue_max_depth, 1, TERN_QUEUE_DEPTH_MAX),
 	NK(links, 1, TERN_LINKS_MAX),
+	NK(workers, 1, TERN_EDGE_WORKERS_MAX),
 	NK(node_timeout_ms, TERN_NODE_TIMEOUT_MS_MIN, TERN_NODE_TIMEOUT_MS_MAX),
 };
 

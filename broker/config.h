@@ -31,6 +31,7 @@ struct tern_config {
 	char join[1024];    /* node: peers to join (accepted, not used yet) */
 	bool listen_set;    /* listen was given (flag or file), not the default */
 	uint64_t links;     /* edge: data links per node (K) */
+	uint64_t workers;   /* edge: processes sharing the client port (edge_workers.h) */
 	uint64_t node_timeout_ms; /* a node whose control link reads nothing this long is down */
 	int log_calls;      /* enum tern_log_calls */
 };

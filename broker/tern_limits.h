@@ -111,6 +111,17 @@
 /* Edge to node links: K data links per node (tern edge --links). */
 #define TERN_LINKS_DEFAULT 2
 #define TERN_LINKS_MAX 16
+/* Worker processes of one edge (tern edge --workers, edge_workers.h): each
+ * holds its own clients and links; they share the client port. A worker must
+ * listen within READY_MS of its start; one that dies is started again after a
+ * pause of RESTART_MIN_MS, doubled (up to RESTART_MAX_MS) while workers die
+ * younger than YOUNG_MS; after SIGTERM a worker has STOP_MS to drain. */
+#define TERN_EDGE_WORKERS_MAX 64
+#define TERN_EDGE_WORKER_READY_MS 10000
+#define TERN_EDGE_WORKER_RESTART_MIN_MS 100
+#define TERN_EDGE_WORKER_RESTART_MAX_MS 10000
+#define TERN_EDGE_WORKER_YOUNG_MS 10000
+#define TERN_EDGE_WORKER_STOP_MS (TERN_SHUTDOWN_GRACE_MS + 10000)
 /* Nodes one edge links to (tern edge --nodes). */
 #define TERN_NODES_MAX 64
 /* A node whose control link has read nothing for this long is down: calls for its channels

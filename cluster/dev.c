@@ -94,6 +94,12 @@ int tern_dev_main(int argc, char **argv)
 	if (!d)
 		return 1;
 	int rc = args_parse("dev", argc, argv, flags, &d->cfg, usage);
+	if (rc == 0 && d->cfg.workers > 1) {
+		fprintf(stderr, "tern: workers %llu: tern dev is one process; run tern node and "
+				"tern edge --workers W for several\n",
+			(unsigned long long)d->cfg.workers);
+		rc = 2;
+	}
 	if (rc != 0) {
 		free(d);
 		return rc < 0 ? 0 : rc;
@@ -144,7 +150,7 @@ int tern_dev_main(int argc, char **argv)
 		"store sync %s, node and edge linked over %s; auth is off (no keys configured)\n",
 		TERN_VERSION, d->cfg.listen, d->cfg.listen, d->cfg.data_dir,
 		d->cfg.store_sync_full ? "full" : "normal", d->cfg.nodes);
-	nofile_log(&d->nofile, (uint64_t)TERN_EDGE_CLIENTS_TARGET + TERN_NOFILE_RESERVE, stderr);
+	nofile_log(&d->nofile, (uint64_t)TERN_EDGE_CLIENTS_TARGET + TERN_NOFILE_RESERVE, 1, stderr);
 	uv_run(&d->loop, UV_RUN_DEFAULT);
 	edge_free(d->edge);
 	uv_run(&d->loop, UV_RUN_DEFAULT);

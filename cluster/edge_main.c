@@ -12,17 +12,23 @@
 #include "backend_link.h"
 #include "config.h"
 #include "edge.h"
+#include "edge_workers.h"
 #include "frame.h"
 #include "nofile.h"
 #include "tern_limits.h"
 
+/* The open files limit, raised before anything listens and logged after the
+ * start line. */
+static struct nofile edge_nofile;
+
 struct edge_proc {
 	uv_loop_t loop;
 	uv_signal_t sigterm, sigint;
-	struct tern_config cfg;
+	struct tern_config *cfg;
 	struct backend_link *bl;
 	struct edge *edge;
-	struct nofile nofile; /* open files limit, logged once started */
+	int worker; /* index among cfg->workers, -1 when alone */
+	bool draining;
 };
 
 /* Appends what a FILE* writer produced to a metrics buffer. */
@@ -49,12 +55,22 @@ static void metrics_extra(void *arg, struct fbuf *b)
 {
 	struct edge_proc *p = arg;
 	metrics_from_file(b, link_metrics, p->bl);
+	/* With workers, a scrape reaches one of them: say which. */
+	edge_metric(b, "tern_edge_workers", "gauge",
+		    "Worker processes of this edge (tern edge --workers)", p->cfg->workers);
+	edge_metric(b, "tern_edge_worker_index", "gauge",
+		    "Which worker (0-based) answered this scrape", p->worker < 0 ? 0 : (uint64_t)p->worker);
 }
 
 static void on_links_closed(void *arg)
 {
-	(void)arg;
-	fprintf(stderr, "tern: stopped\n");
+	struct edge_proc *p = arg;
+	if (p->worker < 0) {
+		fprintf(stderr, "tern: stopped\n");
+		return;
+	}
+	uv_close((uv_handle_t *)&p->sigterm, NULL);
+	uv_close((uv_handle_t *)&p->sigint, NULL);
 }
 
 static void on_edge_stopped(void *arg)
@@ -66,9 +82,16 @@ static void on_edge_stopped(void *arg)
 static void on_signal(uv_signal_t *h, int signum)
 {
 	struct edge_proc *p = h->data;
-	fprintf(stderr, "tern: %s received, draining\n", signum == SIGTERM ? "SIGTERM" : "SIGINT");
-	uv_close((uv_handle_t *)&p->sigterm, NULL);
-	uv_close((uv_handle_t *)&p->sigint, NULL);
+	if (p->draining)
+		return; /* a worker: the supervisor passed on what we were sent too */
+	p->draining = true;
+	if (p->worker < 0) {
+		fprintf(stderr, "tern: %s received, draining\n",
+			signum == SIGTERM ? "SIGTERM" : "SIGINT");
+		/* A second signal ends a lone edge at once. */
+		uv_close((uv_handle_t *)&p->sigterm, NULL);
+		uv_close((uv_handle_t *)&p->sigint, NULL);
+	}
 	backend_link_release_pulls(p->bl); /* long-polls get their (empty) answer */
 	edge_shutdown(p->edge, on_edge_stopped, p);
 }
@@ -76,47 +99,39 @@ static void on_signal(uv_signal_t *h, int signum)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: tern edge --region R --listen HOST:PORT --nodes HOST:PORT,... "
-		   "[--links K] [--id ID] [--config FILE]\n");
+		   "[--links K] [--workers W] [--id ID] [--config FILE]\n");
 }
 
-int tern_edge_main(int argc, char **argv)
+/* One edge process: alone (worker -1), or worker `worker` of cfg->workers. */
+static int edge_run(struct tern_config *cfg, int worker, int ready_fd)
 {
-	static const struct arg_flag flags[] = {
-		{"listen", "listen"}, {"nodes", "nodes"}, {"links", "links"},
-		{"region", "region"}, {"id", "node_id"}, {NULL, NULL},
-	};
 	struct edge_proc *p = calloc(1, sizeof(*p));
 	char why[512];
+	int rc = 0;
 	if (!p)
 		return 1;
-	int rc = args_parse("edge", argc, argv, flags, &p->cfg, usage);
-	if (rc == 0 && !p->cfg.nodes[0]) {
-		fprintf(stderr, "tern: edge needs --nodes HOST:PORT,... (the nodes it links to)\n");
-		rc = 2;
-	}
-	if (rc != 0) {
-		free(p);
-		return rc < 0 ? 0 : rc;
-	}
-	if (!p->cfg.node_id[0]) {
+	p->cfg = cfg;
+	p->worker = worker;
+	if (!cfg->node_id[0]) {
 		char host[40] = "edge";
 		gethostname(host, sizeof(host) - 1);
 		host[strcspn(host, ".")] = 0;
-		snprintf(p->cfg.node_id, sizeof(p->cfg.node_id), "edge-%s-%d", host, (int)getpid());
+		snprintf(cfg->node_id, sizeof(cfg->node_id), "edge-%s-%d", host, (int)getpid());
+	} else if (worker >= 0) {
+		/* Each worker is an edge of its own to the nodes. */
+		size_t n = strlen(cfg->node_id);
+		snprintf(cfg->node_id + n, sizeof(cfg->node_id) - n, "-w%d", worker);
 	}
-	signal(SIGPIPE, SIG_IGN);
-	lws_set_log_level(LLL_ERR, NULL);
-	nofile_raise(&p->nofile);
 	uv_loop_init(&p->loop);
-	p->bl = backend_link_new(&p->loop, &p->cfg, stderr, why, sizeof(why));
+	p->bl = backend_link_new(&p->loop, cfg, stderr, why, sizeof(why));
 	if (!p->bl) {
 		fprintf(stderr, "tern: %s\n", why);
 		rc = 2;
 		goto out;
 	}
 	struct edge_config ec = {
-		.loop = &p->loop, .cfg = &p->cfg, .be_ops = &backend_link_ops, .be = p->bl,
-		.metrics_extra = metrics_extra, .metrics_arg = p,
+		.loop = &p->loop, .cfg = cfg, .be_ops = &backend_link_ops, .be = p->bl,
+		.metrics_extra = metrics_extra, .metrics_arg = p, .listen_share = worker >= 0,
 	};
 	if (edge_start(&p->edge, &ec, why, sizeof(why)) != 0) {
 		fprintf(stderr, "tern: %s\n", why);
@@ -129,15 +144,27 @@ int tern_edge_main(int argc, char **argv)
 	p->sigterm.data = p->sigint.data = p;
 	uv_signal_start(&p->sigterm, on_signal, SIGTERM);
 	uv_signal_start(&p->sigint, on_signal, SIGINT);
-	fprintf(stderr,
-		"tern %s edge %s region %s: listening on http://%s (WebSocket ws://%s/v1/ws), "
-		"nodes %s, %llu data links + 1 control link each; auth is off (no keys configured)\n",
-		TERN_VERSION, p->cfg.node_id, p->cfg.region, p->cfg.listen, p->cfg.listen,
-		p->cfg.nodes, (unsigned long long)p->cfg.links);
-	nofile_log(&p->nofile, (uint64_t)TERN_EDGE_CLIENTS_TARGET + TERN_NOFILE_RESERVE, stderr);
+	if (worker < 0)
+		fprintf(stderr,
+			"tern %s edge %s region %s: listening on http://%s (WebSocket ws://%s/v1/ws), "
+			"nodes %s, %llu data links + 1 control link each; auth is off (no keys "
+			"configured)\n",
+			TERN_VERSION, cfg->node_id, cfg->region, cfg->listen, cfg->listen, cfg->nodes,
+			(unsigned long long)cfg->links);
+	if (worker < 0)
+		nofile_log(&edge_nofile, (uint64_t)TERN_EDGE_CLIENTS_TARGET + TERN_NOFILE_RESERVE, 1,
+			   stderr);
+	if (ready_fd >= 0) {
+		if (write(ready_fd, "1", 1) != 1)
+			rc = 1;
+		close(ready_fd);
+		ready_fd = -1;
+	}
 	uv_run(&p->loop, UV_RUN_DEFAULT);
 	edge_free(p->edge);
 out:
+	if (ready_fd >= 0)
+		close(ready_fd);
 	uv_run(&p->loop, UV_RUN_DEFAULT);
 	if (uv_loop_close(&p->loop) != 0) {
 		fprintf(stderr, "tern: loop closed with handles open\n");
@@ -145,4 +172,34 @@ out:
 	}
 	free(p);
 	return rc;
+}
+
+static void workers_started(void *arg)
+{
+	const struct tern_config *cfg = arg;
+	uint64_t per = (TERN_EDGE_CLIENTS_TARGET + cfg->workers - 1) / cfg->workers;
+	nofile_log(&edge_nofile, per + TERN_NOFILE_RESERVE, (unsigned)cfg->workers, stderr);
+}
+
+int tern_edge_main(int argc, char **argv)
+{
+	static const struct arg_flag flags[] = {
+		{"listen", "listen"}, {"nodes", "nodes"}, {"links", "links"},
+		{"region", "region"}, {"id", "node_id"}, {"workers", "workers"}, {NULL, NULL},
+	};
+	struct tern_config cfg;
+	int rc = args_parse("edge", argc, argv, flags, &cfg, usage);
+	if (rc == 0 && !cfg.nodes[0]) {
+		fprintf(stderr, "tern: edge needs --nodes HOST:PORT,... (the nodes it links to)\n");
+		rc = 2;
+	}
+	if (rc != 0)
+		return rc < 0 ? 0 : rc;
+	signal(SIGPIPE, SIG_IGN);
+	lws_set_log_level(LLL_ERR, NULL);
+	/* Before lws sizes its tables; workers inherit it. */
+	nofile_raise(&edge_nofile);
+	if (cfg.workers <= 1)
+		return edge_run(&cfg, -1, -1);
+	return edge_workers_run(&cfg, edge_run, workers_started, &cfg);
 }

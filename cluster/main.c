@@ -21,7 +21,7 @@ static void help(FILE *f)
 		"        connection it reconnects and resumes where it was (from_seq)\n"
 		"  tern node --id ID [--region R] --listen HOST:PORT [--data DIR] [--config FILE]\n"
 		"        run a cluster node: links from edges and /healthz, /metrics on one port\n"
-		"  tern edge [--region R] --listen HOST:PORT --nodes HOST:PORT,... [--links K]\n"
+		"  tern edge [--region R] --listen HOST:PORT --nodes HOST:PORT,... [--links K] [--workers W]\n"
 		"            [--id ID] [--config FILE]\n"
 		"        run an edge: clients on --listen, 1 control + K data links to each node\n"
 		"  tern --version | tern help\n\n"

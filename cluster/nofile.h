@@ -20,7 +20,8 @@ struct nofile {
 void nofile_raise(struct nofile *out);
 
 /* Writes one line to log: the limit in force, and when it holds fewer than
- * `want` descriptors, how many clients fit and what to raise. */
-void nofile_log(const struct nofile *n, uint64_t want, FILE *log);
+ * `want` descriptors, how many clients fit (in `procs` processes, each with
+ * this limit) and what to raise. */
+void nofile_log(const struct nofile *n, uint64_t want, unsigned procs, FILE *log);
 
 #endif

@@ -121,6 +121,7 @@ void edge_shutdown(struct edge *e, void (*done)(void *arg), void *arg)
 	e->shutdown_started_ms = edge_now_ms(e);
 	e->shutdown_done = done;
 	e->shutdown_arg = arg;
+	edge_share_stop(e); /* new connections go to the other workers */
 	struct list *pos, *tmp;
 	list_foreach_safe(pos, tmp, &e->sessions)
 		session_close(container_of(pos, struct session, link), 1001);
@@ -213,7 +214,7 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 		return TERN_EBADREQ;
 	}
 	int rc = resolve_host(host, sizeof(host), why, why_len);
-	if (rc == 0)
+	if (rc == 0 && !ec->listen_share)
 		rc = probe_listen(host, port, why, why_len);
 	if (rc != 0)
 		return rc;
@@ -230,6 +231,11 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 	e->metrics_arg = ec->metrics_arg;
 	hmap_init(&e->chans);
 	list_init(&e->sessions);
+	e->share_fd = -1;
+	if (ec->listen_share && edge_share_listen(e, host, port, why, why_len) != 0) {
+		free(e);
+		return TERN_EINTERNAL;
+	}
 	unsigned char rnd[6];
 	RAND_bytes(rnd, sizeof(rnd));
 	for (int i = 0; i < 6; i++)
@@ -249,8 +255,8 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 	struct lws_context_creation_info info;
 	void *loops[1] = {e->loop};
 	memset(&info, 0, sizeof(info));
-	info.port = port;
-	info.iface = strcmp(host, "0.0.0.0") == 0 ? NULL : host;
+	info.port = ec->listen_share ? CONTEXT_PORT_NO_LISTEN_SERVER : port;
+	info.iface = strcmp(host, "0.0.0.0") == 0 || ec->listen_share ? NULL : host;
 	info.protocols = protocols;
 	info.user = e;
 	info.options = LWS_SERVER_OPTION_LIBUV;
@@ -271,6 +277,10 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 		 * closed, when the caller runs the loop (as after edge_free). */
 		edge_free(e);
 		return TERN_EINTERNAL;
+	}
+	if (e->share_fd >= 0) {
+		e->share_vhost = lws_get_vhost_by_name(e->ctx, "default");
+		edge_share_accept(e);
 	}
 	uint64_t every = ec->cfg->heartbeat_ms / 4;
 	uv_timer_start(&e->tick, on_tick, every < 1000 ? every : 1000, every < 1000 ? every : 1000);
@@ -297,16 +307,19 @@ void edge_free(struct edge *e)
 		lws_context_destroy(e->ctx);
 	frame_unref(e->hb_frame);
 	free(e->wbuf);
+	bool shared = e->share_fd != -1;
+	edge_share_stop(e);
 	uv_handle_t *handles[] = {(uv_handle_t *)&e->tick, (uv_handle_t *)&e->flush,
-				  (uv_handle_t *)&e->linger, (uv_handle_t *)&e->more};
-	size_t n = sizeof(handles) / sizeof(handles[0]);
+				  (uv_handle_t *)&e->linger, (uv_handle_t *)&e->more,
+				  (uv_handle_t *)&e->share_poll, (uv_handle_t *)&e->share_pause};
+	size_t n = sizeof(handles) / sizeof(handles[0]) - (shared ? 0 : 2);
 	e->handles_open = n; /* the callbacks run on a later loop turn */
 	for (size_t i = 0; i < n; i++)
 		uv_close(handles[i], on_handle_closed);
 }
 
-static void metric(struct fbuf *b, const char *name, const char *type, const char *help,
-		   uint64_t v)
+void edge_metric(struct fbuf *b, const char *name, const char *type, const char *help,
+		 uint64_t v)
 {
 	fbuf_printf(b, "# HELP %s %s\n", name, help);
 	fbuf_printf(b, "# TYPE %s %s\n%s %llu\n", name, type, name, (unsigned long long)v);
@@ -315,27 +328,27 @@ static void metric(struct fbuf *b, const char *name, const char *type, const cha
 void edge_metrics(struct edge *e, struct fbuf *b)
 {
 	const struct edge_stats *st = &e->st;
-	metric(b, "tern_connections", "gauge", "WebSocket connections open", st->connections);
-	metric(b, "tern_connections_total", "counter", "WebSocket connections accepted",
+	edge_metric(b, "tern_connections", "gauge", "WebSocket connections open", st->connections);
+	edge_metric(b, "tern_connections_total", "counter", "WebSocket connections accepted",
 	       st->connections_total);
-	metric(b, "tern_subscriptions", "gauge", "Channel subscriptions held by sessions",
+	edge_metric(b, "tern_subscriptions", "gauge", "Channel subscriptions held by sessions",
 	       st->subscriptions);
-	metric(b, "tern_edge_upstream_subscriptions", "gauge",
+	edge_metric(b, "tern_edge_upstream_subscriptions", "gauge",
 	       "Channels with one upstream subscription", st->upstream_subs);
-	metric(b, "tern_messages_in_total", "counter", "Messages published and acknowledged",
+	edge_metric(b, "tern_messages_in_total", "counter", "Messages published and acknowledged",
 	       st->messages_in);
-	metric(b, "tern_messages_out_total", "counter", "Message frames written to clients",
+	edge_metric(b, "tern_messages_out_total", "counter", "Message frames written to clients",
 	       st->messages_out);
-	metric(b, "tern_bytes_out_total", "counter", "WebSocket payload bytes written",
+	edge_metric(b, "tern_bytes_out_total", "counter", "WebSocket payload bytes written",
 	       st->bytes_out);
-	metric(b, "tern_slow_consumer_closes_total", "counter",
+	edge_metric(b, "tern_slow_consumer_closes_total", "counter",
 	       "Sessions closed with 4008 (slow consumer)", st->slow_closes);
-	metric(b, "tern_client_errors_total", "counter", "Error frames sent to WebSocket clients",
+	edge_metric(b, "tern_client_errors_total", "counter", "Error frames sent to WebSocket clients",
 	       st->protocol_errors);
-	metric(b, "tern_http_requests_total", "counter", "HTTP requests served", st->http_requests);
-	metric(b, "tern_client_writes_total", "counter",
+	edge_metric(b, "tern_http_requests_total", "counter", "HTTP requests served", st->http_requests);
+	edge_metric(b, "tern_client_writes_total", "counter",
 	       "Writes to WebSocket clients, each carrying one or more frames", st->client_writes);
-	metric(b, "tern_flush_lingers_total", "counter",
+	edge_metric(b, "tern_flush_lingers_total", "counter",
 	       "Flushes that waited flush_linger_ms for more frames, the edge being behind",
 	       st->flush_lingers);
 	if (e->metrics_extra)

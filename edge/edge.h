@@ -23,6 +23,8 @@ struct edge_config {
 	/* Extra Prometheus text appended to /metrics (the broker's), or NULL. */
 	void (*metrics_extra)(void *arg, struct fbuf *out);
 	void *metrics_arg;
+	/* Several processes listen on cfg->listen (SO_REUSEPORT): tern edge --workers. */
+	bool listen_share;
 };
 
 /* Starts listening on cfg->listen. Returns 0, or a Tern error with one line
@@ -37,5 +39,9 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
  * edge_free. */
 void edge_shutdown(struct edge *e, void (*done)(void *arg), void *arg);
 void edge_free(struct edge *e);
+
+/* One Prometheus series: its HELP and TYPE lines and its value. */
+void edge_metric(struct fbuf *b, const char *name, const char *type, const char *help,
+		 uint64_t v);
 
 #endif

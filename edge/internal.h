@@ -60,7 +60,20 @@ struct edge {
 	void (*metrics_extra)(void *arg, struct fbuf *out);
 	void *metrics_arg;
 	struct edge_stats st;
+	/* tern edge --workers: the port this worker listens on itself (share.c);
+	 * share_fd is -1 when lws listens (a lone edge), -2 once closed. */
+	int share_fd;
+	uv_poll_t share_poll;
+	uv_timer_t share_pause;
+	struct lws_vhost *share_vhost;
 };
+
+/* share.c: a worker's own SO_REUSEPORT listener; accepted sockets go to lws.
+ * listen binds (why says what failed), accept starts taking connections once
+ * e->ctx exists, stop closes the socket (a drain, or edge_free). */
+int edge_share_listen(struct edge *e, const char *host, int port, char *why, size_t why_len);
+void edge_share_accept(struct edge *e);
+void edge_share_stop(struct edge *e);
 
 /* One channel that local sessions subscribe to: one upstream subscription
  * however many sessions share it. */

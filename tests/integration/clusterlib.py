@@ -3,7 +3,8 @@
 
   tern node --id ID --region R --listen HOST:PORT --data DIR [--config FILE]
       links and HTTP (/healthz, /metrics) on the same port
-  tern edge --region R --listen HOST:PORT --nodes HOST:PORT,.. [--links K] [--id ID] [--config FILE]
+  tern edge --region R --listen HOST:PORT --nodes HOST:PORT,.. [--links K] [--id ID] [--workers W]
+            [--config FILE]
       the client contract (WebSocket /v1/ws, REST), /healthz 200 when a node link is up
 
 Built on ternlib.py (TERN, checks, http, Client). Every process is started and
@@ -277,10 +278,12 @@ class Node(Proc):
 class Edge(Proc, T.RestApi):
     kind = "edge"
 
-    def __init__(self, name, nodes, config=None, port=None, links=None, region=REGION, edge_id=None):
+    def __init__(self, name, nodes, config=None, port=None, links=None, region=REGION, edge_id=None,
+                 workers=None):
         super().__init__(name, config, port)
         self.nodes = list(nodes)
         self.links = links
+        self.workers = workers
         self.region = region
         self.edge_id = edge_id
 
@@ -291,6 +294,8 @@ class Edge(Proc, T.RestApi):
             a += ["--links", str(self.links)]
         if self.edge_id:
             a += ["--id", self.edge_id]
+        if self.workers is not None:
+            a += ["--workers", str(self.workers)]
         return a + self.config_args()
 
     def node_metric(self, m, name, node):

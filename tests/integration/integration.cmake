@@ -63,6 +63,7 @@ function(tern_it_register)
   tern_it_add(cluster_failure   test_cluster_failure.py   300 cluster)
   tern_it_add(cluster_restart   test_cluster_restart.py   300 cluster)
   tern_it_add(cluster_drain     test_cluster_drain.py     300 cluster)
+  tern_it_add(edge_workers      test_edge_workers.py      300 cluster)
   # The client-contract suites again, against a node + an edge (label `split`).
   # Not re-run: test_cli.py (it runs `tern dev` itself to check that command's
   # flags, errors and start line). Single dev-only checks inside a suite are
