@@ -357,7 +357,7 @@ static int parse_args(int argc, char **argv, struct fanout_config *cfg, const ch
 static int run_floor(const struct fanout_config *cfg, const struct floor_opts *floor,
 		     const char *label)
 {
-	double us[3];
+	double us[4];
 	int rc;
 
 	fanout_raise_nofile(cfg->subscribers + 64);
@@ -370,8 +370,8 @@ static int run_floor(const struct fanout_config *cfg, const struct floor_opts *f
 	if (label)
 		printf("workload=%s\n", label);
 	printf("connections=%u\nmsg_bytes=%u\nfloor_us_per_msg_1=%.3f\nfloor_us_per_msg_8=%.3f\n"
-	       "floor_us_per_msg_32=%.3f\n",
-	       cfg->subscribers, floor->msg_bytes, us[0], us[1], us[2]);
+	       "floor_us_per_msg_32=%.3f\nfloor_us_per_msg_inflight1=%.3f\n",
+	       cfg->subscribers, floor->msg_bytes, us[0], us[1], us[2], us[3]);
 	return 0;
 }
 

@@ -66,16 +66,18 @@ proc_rss_kib() {
 # bench_floor FILE N CMD...: the kernel's send() floor for N loopback
 # connections, measured now: runs `CMD... --floor --subscribers N` (CMD is
 # bench_fanout, maybe behind taskset), bounded by 120 s, output in FILE.
-# Prints "FLOOR1 FLOOR8", the CPU µs per message with 1 and 8 messages per
-# send(); 1 when the measurement failed.
+# Prints "FLOOR1 FLOOR8 FLOORI", the CPU µs per message with 1 and 8 messages
+# per send() back to back, and with one message in flight; 1 when the
+# measurement failed.
 bench_floor() {
-  local file=$1 n=$2 f1 f8
+  local file=$1 n=$2 f1 f8 fin
   shift 2
   timeout 120 "$@" --floor --subscribers "$n" >"$file" || return 1
   f1=$(sed -n 's/^floor_us_per_msg_1=//p' "$file")
   f8=$(sed -n 's/^floor_us_per_msg_8=//p' "$file")
-  [ -n "$f1" ] && [ -n "$f8" ] || return 1
-  echo "$f1 $f8"
+  fin=$(sed -n "s/^floor_us_per_msg_inflight1=//p" "$file")
+  [ -n "$f1" ] && [ -n "$f8" ] && [ -n "$fin" ] || return 1
+  echo "$f1 $f8 $fin"
 }
 
 # on_exit NAME STOP: at exit, runs the function STOP (which ends what the

@@ -148,7 +148,7 @@ if [ "$smoke" = 0 ]; then
     fout="$tmp/floor-$n.out"
     if f=$(bench_floor "$fout" "$n" "${bench_pin[@]}" "$bench"); then
       grep -v '^bench=' "$fout"
-      floor1[$n]=${f% *} floor8[$n]=${f#* }
+      read -r floor1[$n] floor8[$n] _ <<<"$f"
     fi
     echo
   done

@@ -250,11 +250,12 @@ struct fanout_result {
 };
 
 /* The kernel's floor: CPU µs per message that one process spends in send()
- * to N loopback TCP connections, with 1, 8 and 32 messages of `msg_bytes`
- * per send() (us_per_msg[0..2]), each the median of three rounds of about a
- * second. Forks a child that drains the other ends.
- * Returns 0 or a negative errno. */
-int fanout_floor(uint32_t n, uint32_t msg_bytes, double us_per_msg[3]);
+ * to N loopback TCP connections, back to back with 1, 8 and 32 messages of
+ * `msg_bytes` per send() (us_per_msg[0..2]), and with one message in flight
+ * (us_per_msg[3]: one message to each connection, then asleep until the
+ * receiver has them all), each the median of three rounds of about a second.
+ * Forks a child that drains the other ends. Returns 0 or a negative errno. */
+int fanout_floor(uint32_t n, uint32_t msg_bytes, double us_per_msg[4]);
 
 /* Runs one workload on a fresh loop. Fills `res` whatever happens; returns 0
  * when the run could be carried out (then res->pass says whether the broker

@@ -8,10 +8,19 @@
  * The receiving ends live in a forked child that only drains them, so the
  * parent's getrusage() holds the sending side alone (on loopback that
  * includes the receive path the kernel runs inside send()).
+ *
+ * Two patterns. Back to back: send() in a tight loop, the receiver busy
+ * draining; the cheapest a send() gets. One in flight: one message to each
+ * connection, then wait (asleep) until the receiver has all of them, then
+ * the next, which is what a broker does with one message in flight: the
+ * receiver sleeps between messages, so each round's sends wake it, and the
+ * sender's caches go cold while it waits. The child tells the parent over a
+ * pipe each time it has read one more message from every connection.
  */
 #include "fanout.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -28,11 +37,16 @@
 /* Rounds per figure; the median is reported. */
 #define FLOOR_ROUNDS 3
 
-static int drain_child(int lfd, uint32_t n)
+/* Reads until every connection closed. Each time the bytes read reach one
+ * more multiple of `unit` (a message to every connection), writes a byte to
+ * ack_fd, which is non-blocking: while nobody waits the pipe fills and acks
+ * are dropped. */
+static int drain_child(int lfd, uint32_t n, uint64_t unit, int ack_fd)
 {
 	struct epoll_event ev, evs[256];
 	static char buf[65536];
 	uint32_t open = 0, accepted = 0;
+	uint64_t total = 0, acked = 0;
 	int ep = epoll_create1(0);
 
 	if (ep < 0)
@@ -61,6 +75,12 @@ static int drain_child(int lfd, uint32_t n)
 			if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
 				close(evs[i].data.fd);
 				open--;
+			} else if (r > 0) {
+				total += (uint64_t)r;
+				for (; acked < total / unit; acked++)
+					if (write(ack_fd, "a", 1) < 0) {
+						/* full: nobody is waiting */
+					}
 			}
 		}
 	}
@@ -109,23 +129,70 @@ static double measure(const int *fds, uint32_t n, uint32_t msg_bytes, uint32_t b
 	return (double)(b.user_us - a.user_us + b.sys_us - a.sys_us) / (double)(done * batch);
 }
 
-int fanout_floor(uint32_t n, uint32_t msg_bytes, double us_per_msg[3])
+/* CPU µs per message with one message in flight: `rounds` times, one
+ * message to each connection, then sleep on ack_fd until the child read them. */
+static double measure_in_flight(const int *fds, uint32_t n, uint32_t msg_bytes, int ack_fd)
+{
+	static char buf[8192];
+	struct fanout_proc_cpu a, b;
+	uint64_t rounds = FLOOR_SENDS / n ? FLOOR_SENDS / n : 1, done = 0;
+	char c;
+
+	memset(buf, 'x', msg_bytes);
+	fanout_self_cpu(&a);
+	for (uint64_t r = 0; r < rounds; r++) {
+		for (uint32_t i = 0; i < n; i++)
+			if (send(fds[i], buf, msg_bytes, 0) == (ssize_t)msg_bytes)
+				done++;
+		if (read(ack_fd, &c, 1) != 1)
+			return -1; /* the child is gone */
+	}
+	fanout_self_cpu(&b);
+	if (done != rounds * n)
+		return -1; /* a short send: the child's count no longer lines up */
+	return (double)(b.user_us - a.user_us + b.sys_us - a.sys_us) / (double)done;
+}
+
+static void sort3(double r[FLOOR_ROUNDS])
+{
+	for (int i = 1; i < FLOOR_ROUNDS; i++)
+		for (int j = i; j > 0 && r[j - 1] > r[j]; j--) {
+			double t = r[j];
+
+			r[j] = r[j - 1];
+			r[j - 1] = t;
+		}
+}
+
+int fanout_floor(uint32_t n, uint32_t msg_bytes, double us_per_msg[4])
 {
 	static const uint32_t batches[3] = { 1, 8, 32 };
 	uint16_t port;
-	int lfd = listen_any(&port), rc = 0, status;
+	int lfd = listen_any(&port), rc = 0, status, ack[2];
 	int *fds;
 	pid_t child;
 
 	if (lfd < 0)
 		return lfd;
+	if (pipe(ack) != 0) {
+		rc = -errno;
+		close(lfd);
+		return rc;
+	}
 	child = fork();
 	if (child < 0) {
+		rc = -errno;
 		close(lfd);
-		return -errno;
+		close(ack[0]);
+		close(ack[1]);
+		return rc;
 	}
-	if (child == 0)
-		_exit(drain_child(lfd, n));
+	if (child == 0) {
+		close(ack[0]);
+		fcntl(ack[1], F_SETFL, O_NONBLOCK);
+		_exit(drain_child(lfd, n, (uint64_t)n * msg_bytes, ack[1]));
+	}
+	close(ack[1]);
 	close(lfd);
 	fds = calloc(n, sizeof(*fds));
 	if (!fds) {
@@ -149,18 +216,23 @@ int fanout_floor(uint32_t n, uint32_t msg_bytes, double us_per_msg[3])
 		setsockopt(fds[i], IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	}
 	/* The median of three rounds: one round is about a second, short
-	 * enough for a burst of other work on the machine to skew it. */
+	 * enough for a burst of other work on the machine to skew it. One in
+	 * flight goes first: the child's count of messages lines up with the
+	 * parent's only while every send so far was whole and read. */
+	{
+		double r[FLOOR_ROUNDS];
+
+		for (int i = 0; i < FLOOR_ROUNDS; i++)
+			r[i] = measure_in_flight(fds, n, msg_bytes, ack[0]);
+		sort3(r);
+		us_per_msg[3] = r[FLOOR_ROUNDS / 2];
+	}
 	for (int k = 0; k < 3; k++) {
-		double r[FLOOR_ROUNDS], t;
+		double r[FLOOR_ROUNDS];
 
 		for (int i = 0; i < FLOOR_ROUNDS; i++)
 			r[i] = measure(fds, n, msg_bytes, batches[k]);
-		for (int i = 1; i < FLOOR_ROUNDS; i++)
-			for (int j = i; j > 0 && r[j - 1] > r[j]; j--) {
-				t = r[j];
-				r[j] = r[j - 1];
-				r[j - 1] = t;
-			}
+		sort3(r);
 		us_per_msg[k] = r[FLOOR_ROUNDS / 2];
 	}
 out_close:
@@ -168,6 +240,7 @@ out_close:
 		close(fds[i]);
 	free(fds);
 out_reap:
+	close(ack[0]);
 	if (rc < 0)
 		kill(child, SIGTERM);
 	if (waitpid(child, &status, 0) == child && rc == 0 &&
