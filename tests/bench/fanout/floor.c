@@ -189,6 +189,7 @@ int fanout_floor(uint32_t n, uint32_t msg_bytes, double us_per_msg[4])
 	}
 	if (child == 0) {
 		close(ack[0]);
+		signal(SIGPIPE, SIG_IGN); /* acks after the parent stopped reading */
 		fcntl(ack[1], F_SETFL, O_NONBLOCK);
 		_exit(drain_child(lfd, n, (uint64_t)n * msg_bytes, ack[1]));
 	}
