@@ -18,7 +18,7 @@ target_link_libraries(bench_fanout PRIVATE PkgConfig::LWS PkgConfig::UV wslay)
 # The null broker (null_broker.c): one send() per delivery and nothing else,
 # the floor run_compare.sh measures brokers against with one message in flight.
 add_executable(bench_null ${CMAKE_CURRENT_LIST_DIR}/null_broker.c)
-target_link_libraries(bench_null PRIVATE PkgConfig::LWS)
+target_link_libraries(bench_null PRIVATE PkgConfig::LWS PkgConfig::UV)
 
 # Smoke run that proves the harness, not the broker's speed: 20 subscribers, a
 # few messages in each mode, zero loss asserted. `$<TARGET_EXISTS>` keeps

@@ -221,7 +221,8 @@ EOF
 }
 
 # The null broker: one send() per delivery of the same pre-framed bytes and
-# nothing else; run after the brokers of every one-in-flight workload.
+# nothing else (no store, no queue); run after the brokers of every
+# one-in-flight and many-channel workload.
 start_null() { # DIR
   local dir=$1
   mkdir -p "$dir"
@@ -320,7 +321,9 @@ for w in "${workloads[@]}"; do
   selected "$name" || continue
   fkey=$subs:$(floor_bytes "$bytes")
   [ "$mode" = inflight1 ] && measure_floor "$fkey" before
-  for b in $brokers $([ "$mode" = inflight1 ] && echo null); do
+  # The null broker too where its figure is a floor: one message in flight,
+  # and many channels (a publish reaches few subscribers).
+  for b in $brokers $({ [ "$mode" = inflight1 ] || [ "$channels" -gt 1 ]; } && echo null); do
     dir="$tmp/$name-$b"
     echo "workload=$name"
     echo "broker=$b"
@@ -383,7 +386,8 @@ ratio_rows() {
     read -r n _ <<<"$w"
     selected "$n" || continue
     for t in $terns; do
-      for p in $peers $([ "$t" = tern-split ] && [[ " $terns " == *" tern "* ]] && echo tern); do
+      for p in $peers $([ "$t" = tern-split ] && [[ " $terns " == *" tern "* ]] && echo tern) \
+               $(table | awk -F'|' -v w="$n" '$1 == w && $2 == "null" { print "null" }'); do
         line="$n|$t/$p"
         for col in 11 13 9 4; do
           line+="|$(table | awk -F'|' -v w="$n" -v t="$t" -v p="$p" -v c="$col" '
