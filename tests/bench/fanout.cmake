@@ -8,7 +8,8 @@ add_executable(bench_fanout
   ${CMAKE_CURRENT_LIST_DIR}/fanout/broker_nchan.c
   ${CMAKE_CURRENT_LIST_DIR}/fanout/http_pub.c
   ${CMAKE_CURRENT_LIST_DIR}/fanout/floor.c
-  ${CMAKE_CURRENT_LIST_DIR}/fanout/measure.c)
+  ${CMAKE_CURRENT_LIST_DIR}/fanout/measure.c
+  ${CMAKE_CURRENT_LIST_DIR}/fanout/procs.c)
 target_include_directories(bench_fanout PRIVATE ${CMAKE_CURRENT_LIST_DIR})
 # wslay parses live subscribers' frames (fanout/harness.c says why); Debian ships
 # its CMake package with libwslay-dev.
