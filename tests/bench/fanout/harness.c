@@ -1052,8 +1052,9 @@ static void check_drain(struct harness *h, uint64_t now)
 	uint64_t last = h->sh ? slots_max(h, offsetof(struct fanout_proc_slot, last_delivery_ns))
 			      : h->last_delivery_ns;
 
+	/* A child's delivery may be later than this tick's `now`. */
 	if (last > h->progress_ns)
-		h->progress_ns = last;
+		h->progress_ns = last < now ? last : now;
 	if ((h->complete >= h->next_index && h->outstanding == 0) ||
 	    now - h->progress_ns > ms_to_ns(h->cfg->drain_timeout_ms) ||
 	    now - h->phase_start_ns > ms_to_ns(h->cfg->drain_max_ms) ||
