@@ -1311,9 +1311,8 @@ static void summarize(struct harness *h)
 {
 	struct fanout_result *res = h->res;
 	const struct fanout_config *cfg = h->cfg;
-
 	/* Spread over processes, every process counted its subscribers into
-	 * sh->chan_ever as they subscribed. */
+	 * sh->chan_ever as they subscribed; alone, they are counted here. */
 	_Atomic uint32_t *ever = h->sh ? h->sh->chan_ever : h->chan_live;
 
 	res->subscribed = 0;
