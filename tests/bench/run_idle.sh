@@ -156,7 +156,9 @@ else
   wait_healthz "$!" "$port" "tern edge" || { tail -5 "$tmp/edge.log" >&2; exit 1; }
 fi
 main_pid=${pids[-1]#*:}   # dev, or the edge: the process clients talk to
-head -2 "$tmp/${pids[-1]%%:*}.log"
+# Its start line and open files limit (an edge's workers log lines of their own first).
+grep -m1 'listening on' "$tmp/${pids[-1]%%:*}.log"
+grep -m1 'open files limit' "$tmp/${pids[-1]%%:*}.log"
 
 # snap TAG: per process TAG ROLE CPU_TICKS SOCKETS RSS_KIB, into $tmp/snaps;
 # a process's children (the edge's workers) as ROLE.wPID.
