@@ -9,6 +9,7 @@
  *                --messages 2000 --server-pid PID
  */
 #include "fanout/fanout.h"
+#include "fanout/procs.h"
 
 #include <arpa/inet.h>
 #include <getopt.h>
@@ -54,9 +55,12 @@ static void usage(FILE *to)
 		"  --floor                no broker: measure the kernel's send() floor for\n"
 		"                         --subscribers connections, --floor-bytes (70) per message\n"
 		"  --floor-bytes S        message size for --floor, 1-8192\n"
+		"  --procs P              spread the subscribers over P processes, 1-%d (1),\n"
+		"                         for more connections than RLIMIT_NOFILE lets one\n"
+		"                         process hold; inflight1 only\n"
 		"  --label TEXT           printed as workload=TEXT\n"
 		"  --verbose              phase changes and unreadable frames on stderr\n",
-		FANOUT_SERVER_PIDS_MAX);
+		FANOUT_SERVER_PIDS_MAX, FANOUT_PROCS_MAX);
 }
 
 static bool channel_ok(const char *s)
@@ -78,7 +82,7 @@ static double per(double num, double den)
 }
 
 static void report(const struct fanout_config *cfg, const struct fanout_result *r,
-		   const char *label)
+		   const char *label, uint32_t procs)
 {
 	double deliver_s = (double)r->deliver_ns / 1e9;
 	double broker_us = (double)(r->broker_cpu.user_us + r->broker_cpu.sys_us);
@@ -94,6 +98,8 @@ static void report(const struct fanout_config *cfg, const struct fanout_result *
 	       cfg->subscribers, cfg->channels > 1 ? cfg->channels : 1, cfg->msg_bytes);
 	if (cfg->mode == FANOUT_MODE_RATE)
 		printf("rate_target_per_s=%.0f\nburst=%u\n", cfg->rate, cfg->burst);
+	if (procs > 1)
+		printf("procs=%u\n", procs);
 	printf("result=%s\n", r->pass ? "PASS" : "FAIL");
 	if (!r->pass)
 		printf("reason=%s\n", r->reason);
@@ -153,7 +159,7 @@ enum {
 	OPT_BROKER = 256, OPT_HOST, OPT_PORT, OPT_CHANNEL, OPT_CHANNELS, OPT_SUBS, OPT_MODE, OPT_MESSAGES,
 	OPT_RATE, OPT_BURST, OPT_WINDOW, OPT_BACKLOG, OPT_BYTES, OPT_DURATION, OPT_CRATE,
 	OPT_CCONC, OPT_CTIMEOUT, OPT_SETTLE, OPT_DRAIN, OPT_DMAX, OPT_MTIMEOUT, OPT_PID, OPT_LABEL,
-	OPT_VERBOSE, OPT_FLOOR, OPT_FLOOR_BYTES, OPT_SOURCE_ADDRS, OPT_HELP,
+	OPT_VERBOSE, OPT_FLOOR, OPT_FLOOR_BYTES, OPT_SOURCE_ADDRS, OPT_PROCS, OPT_HELP,
 };
 
 static const struct option options[] = {
@@ -184,6 +190,7 @@ static const struct option options[] = {
 	{ "floor", no_argument, NULL, OPT_FLOOR },
 	{ "floor-bytes", required_argument, NULL, OPT_FLOOR_BYTES },
 	{ "source-addrs", required_argument, NULL, OPT_SOURCE_ADDRS },
+	{ "procs", required_argument, NULL, OPT_PROCS },
 	{ "help", no_argument, NULL, OPT_HELP },
 	{ NULL, 0, NULL, 0 },
 };
@@ -291,9 +298,15 @@ struct floor_opts {
 	uint32_t msg_bytes;
 };
 
-static int parse_args(int argc, char **argv, struct fanout_config *cfg, const char **label,
-		      struct floor_opts *floor)
+struct run_opts {
+	const char *label;
+	uint32_t procs;
+	struct floor_opts floor;
+};
+
+static int parse_args(int argc, char **argv, struct fanout_config *cfg, struct run_opts *ro)
 {
+	struct floor_opts *floor = &ro->floor;
 	int opt;
 	double v = 0;
 
@@ -333,11 +346,12 @@ static int parse_args(int argc, char **argv, struct fanout_config *cfg, const ch
 		case OPT_DMAX: bad = num(a, 1, 3.6e6, &v); cfg->drain_max_ms = (uint32_t)v; break;
 		case OPT_MTIMEOUT: bad = num(a, 1, 600000, &v); cfg->message_timeout_ms = (uint32_t)v; break;
 		case OPT_PID: bad = add_pids(a, cfg); break;
-		case OPT_LABEL: *label = a; break;
+		case OPT_LABEL: ro->label = a; break;
 		case OPT_VERBOSE: cfg->verbose = true; break;
 		case OPT_FLOOR: floor->run = true; break;
 		case OPT_FLOOR_BYTES: bad = num(a, 1, 8192, &v); floor->msg_bytes = (uint32_t)v; break;
 		case OPT_SOURCE_ADDRS: bad = source_addrs_parse(a, cfg) < 0; break;
+		case OPT_PROCS: bad = num(a, 1, FANOUT_PROCS_MAX, &v); ro->procs = (uint32_t)v; break;
 		case OPT_HELP: usage(stdout); exit(0);
 		default: return -1;
 		}
@@ -349,6 +363,15 @@ static int parse_args(int argc, char **argv, struct fanout_config *cfg, const ch
 	}
 	if (optind != argc || (cfg->port == 0 && !floor->run)) {
 		fprintf(stderr, "bench_fanout: --port is required and there are no operands\n");
+		return -1;
+	}
+	if (ro->procs > 1 && (cfg->mode != FANOUT_MODE_INFLIGHT1 || floor->run)) {
+		fprintf(stderr, "bench_fanout: --procs above 1 is for --mode inflight1 only\n");
+		return -1;
+	}
+	if (ro->procs > cfg->subscribers) {
+		fprintf(stderr, "bench_fanout: --procs %u is more than --subscribers %u\n",
+			ro->procs, cfg->subscribers);
 		return -1;
 	}
 	return 0;
@@ -375,6 +398,54 @@ static int run_floor(const struct fanout_config *cfg, const struct floor_opts *f
 	return 0;
 }
 
+/* --procs P above 1: forks P - 1 children before any loop exists; each
+ * process runs its slice of the subscribers at its share of the connect rate
+ * and concurrency; the parent publishes, merges and reports. Returns the
+ * exit status. */
+static int run_spread(struct fanout_config *cfg, const struct run_opts *ro,
+		      struct fanout_result *res)
+{
+	uint32_t p = ro->procs, rate = cfg->connect_rate, conc = cfg->connect_concurrency;
+	struct fanout_shared *sh;
+	int k, rc;
+
+	if (!nofile_enough((cfg->subscribers + p - 1) / p + 64))
+		return 2;
+	rc = fanout_shared_create(p, cfg->messages, cfg->channels > 1 ? cfg->channels : 1, &sh);
+	if (rc < 0) {
+		fprintf(stderr, "bench_fanout: cannot map the shared region: %s\n", strerror(-rc));
+		return 2;
+	}
+	fflush(stdout); /* nothing buffered may be written twice */
+	fflush(stderr);
+	k = fanout_procs_fork(sh);
+	if (k < 0) {
+		fprintf(stderr, "bench_fanout: cannot fork: %s\n", strerror(-k));
+		fanout_shared_free(sh);
+		return 2;
+	}
+	cfg->shared = sh;
+	cfg->proc = (uint32_t)k;
+	fanout_procs_slice(cfg->subscribers, p, cfg->proc, &cfg->sub_first, &cfg->sub_count);
+	cfg->connect_rate = (rate + p - 1) / p;
+	cfg->connect_concurrency = (conc + p - 1) / p;
+	if (k > 0) {
+		cfg->server_pid_count = 0; /* the broker is the parent's to read */
+		rc = fanout_run(cfg, res);
+		fanout_procs_child_exit(sh, cfg->proc, rc, res);
+	}
+	rc = fanout_run(cfg, res);
+	if (rc < 0) {
+		fanout_procs_kill(sh);
+		fanout_shared_free(sh);
+		fprintf(stderr, "bench_fanout: cannot run: %s\n", strerror(-rc));
+		return 2;
+	}
+	report(cfg, res, ro->label, p);
+	fanout_shared_free(sh);
+	return res->pass ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
 	static struct fanout_result res; /* two histograms: not for the stack */
@@ -398,16 +469,15 @@ int main(int argc, char **argv)
 		.drain_max_ms = 30000,
 		.message_timeout_ms = 5000,
 	};
-	struct floor_opts floor = { .msg_bytes = 70 };
-	const char *label = NULL;
+	struct run_opts ro = { .procs = 1, .floor = { .msg_bytes = 70 } };
 	int rc;
 
-	if (parse_args(argc, argv, &cfg, &label, &floor) < 0) {
+	if (parse_args(argc, argv, &cfg, &ro) < 0) {
 		usage(stderr);
 		return 2;
 	}
-	if (floor.run)
-		return run_floor(&cfg, &floor, label);
+	if (ro.floor.run)
+		return run_floor(&cfg, &ro.floor, ro.label);
 	if (!cfg.channel) {
 		snprintf(channel, sizeof(channel), "bench:fanout:%d", (int)getpid());
 		cfg.channel = channel;
@@ -423,14 +493,16 @@ int main(int argc, char **argv)
 		b = b > 2.0 * cfg.burst ? b : 2.0 * cfg.burst;
 		cfg.backlog_max = (uint64_t)b;
 	}
+	lws_set_log_level(LLL_ERR, NULL);
+	if (ro.procs > 1)
+		return run_spread(&cfg, &ro, &res);
 	if (!nofile_enough(cfg.subscribers + 64))
 		return 2;
-	lws_set_log_level(LLL_ERR, NULL);
 	rc = fanout_run(&cfg, &res);
 	if (rc < 0) {
 		fprintf(stderr, "bench_fanout: cannot run: %s\n", strerror(-rc));
 		return 2;
 	}
-	report(&cfg, &res, label);
+	report(&cfg, &res, ro.label, 1);
 	return res.pass ? 0 : 1;
 }

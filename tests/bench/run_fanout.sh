@@ -14,7 +14,8 @@
 #   --build DIR     where `tern` (or cluster/tern) and tests/bench/bench_fanout
 #                   are (./build)
 #   --only PATTERN  run only workloads whose name matches (grep -E)
-#   --smoke         20 subscribers, a few messages per mode: proves the harness
+#   --smoke         20 subscribers, a few messages per mode, and inflight1 over
+#                   two harness processes (--procs 2): proves the harness
 #   --set 'KEY VAL' add a line to the server's config (repeatable), e.g.
 #                   --set 'store_sync normal'
 #   --pin           server on CPU 0, harness on CPU 1 (taskset)
@@ -67,12 +68,13 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 10200 ]; then
   echo "run_fanout: ulimit -n is $(ulimit -n); the 10 000-subscriber workloads will fail" >&2
 fi
 
-# Workloads: name subscribers mode messages rate burst. Each is bounded to
+# Workloads: name subscribers mode messages rate burst [procs]. Each is bounded to
 # about 20 s of publishing by bench_fanout's --duration-ms.
 if [ "$smoke" = 1 ]; then
   workloads=(
     "smoke-inflight1     20 inflight1  50    0    1"
     "smoke-rate          20 rate       200   400  4"
+    "smoke-procs2        20 inflight1  50    0    1    2"
   )
 else
   workloads=(
@@ -154,7 +156,7 @@ if [ "$smoke" = 0 ]; then
   done
 fi
 for w in "${workloads[@]}"; do
-  read -r name subs mode messages rate burst <<<"$w"
+  read -r name subs mode messages rate burst procs <<<"$w"
   if [ -n "$only" ] && ! grep -Eq "$only" <<<"$name"; then continue; fi
   echo "workload=$name"
   if ! start_server "$name"; then
@@ -165,6 +167,7 @@ for w in "${workloads[@]}"; do
   args=(--port "$port" --server-pid "$server_pid" --subscribers "$subs" --mode "$mode"
         --messages "$messages" --duration-ms 20000 --label "$name")
   [ "$mode" = rate ] && args+=(--rate "$rate" --burst "$burst")
+  [ "${procs:-1}" -gt 1 ] && args+=(--procs "$procs")
   out="$tmp/$name/bench.out"
   stat_pid=""
   if [ "$syscalls" = 1 ]; then

@@ -8,12 +8,17 @@
 # got every message, in order, once.
 #
 #   tests/bench/run_idle.sh [--subscribers N] [--build DIR] [--split]
+#                           [--workers W] [--procs P]
 #                           [--source-addrs LIST] [--connect-rate R]
 #                           [--messages M] [--idle-ms T] [--keep]
 #
 #   --subscribers N     idle WebSocket subscribers (100000)
 #   --build DIR         where tern and tests/bench/bench_fanout are (./build)
 #   --split             `tern node` + `tern edge` (clients on the edge), not `tern dev`
+#   --workers W         with --split: `tern edge --workers W`, W processes sharing the
+#                       port (default: ceil(N / (hard nofile limit - 1100)))
+#   --procs P           bench_fanout processes holding the subscribers
+#                       (default: ceil(N / (hard nofile limit - 1100)))
 #   --source-addrs LIST subscribers' local addresses, for bench_fanout
 #                       (default: 127.0.0.2 on, one address per 7 000 subscribers)
 #   --connect-rate R    connections started per second (6000: the target is 5 000
@@ -30,25 +35,29 @@ set -uo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 build="$repo/build"
-subs=100000 split=0 addrs="" crate=6000 messages=3 idle_ms=5000 keep=0
+subs=100000 split=0 addrs="" crate=6000 messages=3 idle_ms=5000 keep=0 workers="" procs=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --subscribers) subs=$2; shift 2 ;;
     --build) build=$2; shift 2 ;;
     --split) split=1; shift ;;
+    --workers) workers=$2; shift 2 ;;
+    --procs) procs=$2; shift 2 ;;
     --source-addrs) addrs=$2; shift 2 ;;
     --connect-rate) crate=$2; shift 2 ;;
     --messages) messages=$2; shift 2 ;;
     --idle-ms) idle_ms=$2; shift 2 ;;
     --keep) keep=1; shift ;;
-    -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
     *) echo "run_idle: unknown argument $1" >&2; exit 2 ;;
   esac
 done
-for v in "$subs" "$crate" "$messages" "$idle_ms"; do
+for v in "$subs" "$crate" "$messages" "$idle_ms" ${workers:+"$workers"} ${procs:+"$procs"}; do
   [[ $v =~ ^[0-9]+$ ]] && [ "$v" -gt 0 ] || { echo "run_idle: bad number $v" >&2; exit 2; }
 done
 [ "$subs" -le 200000 ] || { echo "run_idle: --subscribers is at most 200000" >&2; exit 2; }
+[ -z "$procs" ] || [ "$procs" -le 64 ] || { echo "run_idle: --procs is at most 64" >&2; exit 2; }
+[ -z "$workers" ] || [ "$split" = 1 ] || { echo "run_idle: --workers needs --split" >&2; exit 2; }
 tern=$build/tern
 bench=$build/tests/bench/bench_fanout
 [ -x "$tern" ] || { echo "run_idle: no $tern" >&2; exit 77; }
@@ -63,14 +72,25 @@ if [ -z "$addrs" ]; then
 fi
 [[ $addrs =~ ^127\.[0-9.,-]+$ ]] || { echo "run_idle: --source-addrs must be in 127.0.0.0/8" >&2; exit 2; }
 
-# Descriptors: one per subscriber in the harness and in the edge (or dev),
-# plus headroom for links, listeners and the store.
-need=$((subs + 1100))
+# Descriptors: one per subscriber in the process that holds it, plus headroom
+# for links, listeners and the store. The harness spreads its subscribers
+# over P processes and the split edge over W workers, so each needs its share:
+# by default as many processes as it takes for each to fit the hard limit.
 ulimit -Hn 1048576 2>/dev/null || true
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 nofile=$(ulimit -n)
+fit=$([ "$nofile" = unlimited ] && echo "$subs" || echo $((nofile - 1100)))
+[ "$fit" -gt 0 ] || fit=1
+share() { echo $(( (subs + $1 - 1) / $1 )); }   # share COUNT: ceil(N / COUNT)
+[ -n "$procs" ] || procs=$(share "$fit")
+[ "$procs" -le 64 ] || procs=64
+[ "$procs" -le "$subs" ] || procs=$subs
+workers=${workers:-$([ "$split" = 1 ] && share "$fit" || echo 1)}
+server_procs=$([ "$split" = 1 ] && echo "$workers" || echo 1)
+need=$(( $(share "$server_procs") + 1100 ))       # the busiest server process
+need_harness=$(( $(share "$procs") + 1100 ))      # each harness process
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), kernel $(uname -r)"
-echo "ulimit_n=$nofile need=$need"
+echo "ulimit_n=$nofile need=$need need_harness=$need_harness procs=$procs workers=$server_procs"
 echo "sysctl: ip_local_port_range=$(tr '\t' ' ' </proc/sys/net/ipv4/ip_local_port_range)" \
   "somaxconn=$(cat /proc/sys/net/core/somaxconn)" \
   "tcp_max_syn_backlog=$(cat /proc/sys/net/ipv4/tcp_max_syn_backlog)" \
@@ -85,15 +105,22 @@ report_targets() { # ZERO_LOSS CONNECT RSS (MET, MISSED or NOT_RUN)
   if [ "$subs" -lt 100000 ]; then echo "target_100k=NOT_RUN (--subscribers $subs)"; fi
 }
 
-if [ "$nofile" != unlimited ] && [ "$nofile" -lt "$need" ]; then
-  capeff=$(awk '/^CapEff/ {print $2}' /proc/self/status)
-  sysres=$(( (16#$capeff >> 24) & 1 ))
-  echo "run_idle: BLOCKED: RLIMIT_NOFILE hard limit is $(ulimit -Hn), under the $need" \
-    "descriptors one process (the edge, and the harness) needs for $subs connections;" \
-    "raising it needs CAP_SYS_RESOURCE, which this shell $([ $sysres = 1 ] && echo has || echo "lacks (CapEff $capeff)")." \
-    "About $((nofile - 1100)) subscribers fit: try --subscribers $((nofile - 1100))." 
+capeff=$(awk '/^CapEff/ {print $2}' /proc/self/status)
+sysres=$(( (16#$capeff >> 24) & 1 ))
+caps="raising it needs CAP_SYS_RESOURCE, which this shell $([ $sysres = 1 ] && echo has || echo "lacks (CapEff $capeff)")"
+blocked() { # WHY: says why it cannot run here, and the targets NOT_RUN
+  echo "run_idle: BLOCKED: $1"
   report_targets NOT_RUN NOT_RUN NOT_RUN
   exit 1
+}
+if [ "$nofile" != unlimited ] && [ "$nofile" -lt "$need" ]; then
+  if [ "$split" = 0 ]; then
+    blocked "RLIMIT_NOFILE hard limit is $(ulimit -Hn), under the $need descriptors one process (the edge, and the harness) needs for $subs connections; $caps. About $((nofile - 1100)) subscribers fit: try --subscribers $((nofile - 1100))."
+  fi
+  blocked "RLIMIT_NOFILE hard limit is $(ulimit -Hn), under the $need descriptors each of $workers edge workers needs for $subs connections; $caps. Try --workers $(share "$fit")."
+fi
+if [ "$nofile" != unlimited ] && [ "$nofile" -lt "$need_harness" ]; then
+  blocked "RLIMIT_NOFILE hard limit is $(ulimit -Hn), under the $need_harness descriptors each of $procs harness processes needs for $subs connections; $caps. Try --procs $(share "$fit")."
 fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tern-bench-idle.XXXXXX")
@@ -119,19 +146,29 @@ else
     >"$tmp/node.log" 2>&1 &
   pids=("node:$!")
   wait_healthz "$!" "$np" "tern node" || { tail -5 "$tmp/node.log" >&2; exit 1; }
+  # With W > 1 the pid is the supervisor; its W workers are its children,
+  # share the port (SO_REUSEPORT), and are counted with it.
+  wflag=()
+  [ "$workers" -gt 1 ] && wflag=(--workers "$workers")
   "$tern" edge --region local --listen "127.0.0.1:$port" --nodes "127.0.0.1:$np" \
-    --config "$tmp/tern.conf" >"$tmp/edge.log" 2>&1 &
+    "${wflag[@]}" --config "$tmp/tern.conf" >"$tmp/edge.log" 2>&1 &
   pids+=("edge:$!")
   wait_healthz "$!" "$port" "tern edge" || { tail -5 "$tmp/edge.log" >&2; exit 1; }
 fi
 main_pid=${pids[-1]#*:}   # dev, or the edge: the process clients talk to
-head -2 "$tmp/${pids[-1]%%:*}.log"
+# Its start line and open files limit (an edge's workers log lines of their own first).
+grep -m1 'listening on' "$tmp/${pids[-1]%%:*}.log"
+grep -m1 'open files limit' "$tmp/${pids[-1]%%:*}.log"
 
-# snap TAG: per process TAG ROLE CPU_TICKS SOCKETS RSS_KIB, into $tmp/snaps.
+# snap TAG: per process TAG ROLE CPU_TICKS SOCKETS RSS_KIB, into $tmp/snaps;
+# a process's children (the edge's workers) as ROLE.wPID.
 snap() {
-  local rp
+  local rp kid
   for rp in "${pids[@]}"; do
     echo "$1 ${rp%%:*} $(proc_cpu_ticks "${rp#*:}") $(proc_sockets "${rp#*:}") $(proc_rss_kib "${rp#*:}")"
+    for kid in $(pgrep -P "${rp#*:}"); do
+      echo "$1 ${rp%%:*}.w$kid $(proc_cpu_ticks "$kid") $(proc_sockets "$kid") $(proc_rss_kib "$kid")"
+    done
   done >>"$tmp/snaps"
 }
 : >"$tmp/snaps"
@@ -142,6 +179,7 @@ args=(--port "$port" --server-pid "$main_pid" --subscribers "$subs" --source-add
       --settle-ms "$idle_ms" --mode inflight1 --messages "$messages"
       --message-timeout-ms 30000 --drain-timeout-ms 30000 --drain-max-ms 60000
       --label "idle-$target-$subs" --verbose)
+[ "$procs" -gt 1 ] && args+=(--procs "$procs")
 echo "bench_fanout ${args[*]}"
 # Phase lines on stderr trigger snapshots: 2 idle (every subscriber in),
 # 3 broadcast starts (after the idle wait), 5 the last delivery is in.

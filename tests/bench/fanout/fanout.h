@@ -179,6 +179,8 @@ enum fanout_mode {
 /* Broker processes a run can measure at once (--server-pid, repeatable). */
 #define FANOUT_SERVER_PIDS_MAX 8
 
+struct fanout_shared; /* fanout/procs.h */
+
 /* A workload. Every phase has a bound in count and time, so a broker that
  * loses messages or connections ends the run with a failure, never a hang. */
 struct fanout_config {
@@ -214,6 +216,15 @@ struct fanout_config {
 					 source_addrs[i % nsource_addrs] */
 	uint32_t nsource_addrs;       /* 0: the kernel picks (127.0.0.1) */
 	bool verbose;
+	/* NULL: this process holds every subscriber. Else the run is spread
+	 * over several processes (fanout/procs.h): this one is number `proc`
+	 * (0: the parent, which publishes) and holds subscribers sub_first ..
+	 * sub_first + sub_count - 1; ids, channels and source addresses stay
+	 * those of the global index. connect_rate and connect_concurrency are
+	 * then this process's share. INFLIGHT1 only. */
+	struct fanout_shared *shared;
+	uint32_t proc;
+	uint32_t sub_first, sub_count;
 };
 
 struct fanout_result {

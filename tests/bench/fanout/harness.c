@@ -22,9 +22,11 @@
  */
 #include "fanout.h"
 #include "http_pub.h"
+#include "procs.h"
 
 #include <errno.h>
 #include <libwebsockets.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,6 +51,12 @@
 #define TEARDOWN_MS 20000
 /* Bitmaps of all subscribers together, at most (bytes). */
 #define SEEN_MAX_BYTES (512ull << 20)
+/* Spread over processes: how often the parent looks at the children's
+ * deliveries while a message is in flight (they cannot wake its loop). */
+#define SHARED_POLL_MS 1
+/* Spread over processes: how long the parent waits for the children to
+ * close their connections and report, after its own teardown. */
+#define COLLECT_MS (TEARDOWN_MS + 10000)
 
 enum phase {
 	PH_PUB_CONNECT,
@@ -101,19 +109,26 @@ struct harness {
 	uint64_t phase_start_ns;
 	uint64_t progress_ns;    /* last time deliveries moved (drain) */
 
-	struct conn *subs;       /* N */
+	struct conn *subs;       /* this process's: nsubs, ids sub_first.. */
+	uint32_t sub_first, nsubs;
+	struct fanout_shared *sh; /* NULL: one process (fanout/procs.h) */
+	struct fanout_proc_slot *slot; /* this process's, with sh */
+	uv_timer_t sh_poll;      /* parent with sh: children's deliveries */
 	struct conn pub;
 	struct fanout_http_pub *http; /* FANOUT_PUB_HTTP_POST: the publisher */
 	uint64_t http_replies;   /* replies so far: the next is for this index */
 	uint32_t started, connecting, subs_live;
 	uint32_t nchan;          /* channels: cfg->channels, at least 1 */
-	uint32_t *chan_live;     /* per channel: subscribers live on it */
+	_Atomic uint32_t *chan_live; /* per channel: subscribers live on it
+				    (in sh when spread: all processes') */
 	uint64_t connect_start_ns, last_sub_ok_ns;
 
 	uint8_t *seen;           /* N x seen_stride bits-as-bytes bitmap */
 	size_t seen_stride;
-	uint32_t *delivered;     /* per message index: subscribers that have it */
-	uint64_t *msg_seq;       /* per message index: seq from the publish OK */
+	/* Per message index, in sh when spread (all processes'): subscribers
+	 * that have it, and the seq from its publish OK. */
+	_Atomic uint32_t *delivered;
+	_Atomic uint64_t *msg_seq;
 	uint64_t *sent_ns;       /* per message index: when its publish was written */
 	uint64_t complete;       /* indexes below this reached every live subscriber */
 
@@ -125,6 +140,7 @@ struct harness {
 	char *payload;           /* msg_bytes - data_overhead */
 	size_t payload_len;
 	bool stop_publishing;
+	bool publish_seen;       /* child: the parent started publishing */
 	bool abandoned;          /* teardown overdue: lws handles left open */
 	/* Live subscribers' sockets: in an epoll set of the harness's own (a
 	 * socket may be in several sets; libuv's, where lws has it, no longer
@@ -166,8 +182,56 @@ static void sub_live(struct harness *h, struct conn *c, uint64_t now)
 	c->state = CONN_READY;
 	c->subscribed = true;
 	h->subs_live++;
-	h->chan_live[chan_of(h, c->id)]++;
+	atomic_fetch_add_explicit(&h->chan_live[chan_of(h, c->id)], 1, memory_order_relaxed);
 	h->last_sub_ok_ns = now;
+	if (h->sh) {
+		/* Before the count: the parent reads the window once it sees N. */
+		atomic_store_explicit(&h->slot->last_sub_ok_ns, now, memory_order_relaxed);
+		atomic_fetch_add_explicit(&h->sh->chan_ever[chan_of(h, c->id)], 1,
+					  memory_order_relaxed);
+		atomic_fetch_add_explicit(&h->sh->subs_live, 1, memory_order_release);
+	}
+}
+
+/* Subscribers live in every process. */
+static uint32_t live_total(const struct harness *h)
+{
+	return h->sh ? atomic_load_explicit(&h->sh->subs_live, memory_order_acquire)
+		     : h->subs_live;
+}
+
+/* Deliveries in every process so far. */
+static uint64_t deliveries_total(const struct harness *h)
+{
+	uint64_t n = 0;
+
+	if (!h->sh)
+		return h->res->deliveries;
+	for (uint32_t k = 0; k < h->sh->procs; k++)
+		n += atomic_load_explicit(&h->sh->slots[k].deliveries, memory_order_relaxed);
+	return n;
+}
+
+/* The latest of every process's `field` (last delivery, last subscribe OK). */
+static uint64_t slots_max(const struct harness *h, size_t field)
+{
+	uint64_t max = 0;
+
+	for (uint32_t k = 0; k < h->sh->procs; k++) {
+		_Atomic uint64_t *v = (_Atomic uint64_t *)((char *)&h->sh->slots[k] + field);
+		uint64_t t = atomic_load_explicit(v, memory_order_relaxed);
+
+		max = t > max ? t : max;
+	}
+	return max;
+}
+
+/* Publishes below this may be delivered: in a child the parent says so. */
+static uint64_t sent_upto(const struct harness *h)
+{
+	return h->sh && h->cfg->proc != 0
+		       ? atomic_load_explicit(&h->sh->sent_upto, memory_order_acquire)
+		       : h->next_index;
 }
 
 static void fail(struct harness *h, const char *why)
@@ -180,9 +244,10 @@ static void set_phase(struct harness *h, enum phase p)
 {
 	h->phase = p;
 	h->phase_start_ns = fanout_now_ns();
-	if (h->cfg->verbose)
+	/* Children follow the parent's phases: only the parent says them. */
+	if (h->cfg->verbose && h->cfg->proc == 0)
 		fprintf(stderr, "bench_fanout: phase %d at subscribed=%u delivered=%llu\n",
-			(int)p, h->subs_live, (unsigned long long)h->res->deliveries);
+			(int)p, live_total(h), (unsigned long long)deliveries_total(h));
 }
 
 /* ---- connections -------------------------------------------------------- */
@@ -238,20 +303,27 @@ static int conn_start(struct harness *h, struct conn *c, bool publisher)
 	return 0;
 }
 
+static void count_connect_failed(struct harness *h)
+{
+	h->res->connect_failed++;
+	if (h->sh)
+		atomic_fetch_add_explicit(&h->sh->connect_failed, 1, memory_order_relaxed);
+}
+
 static void pace_connects(struct harness *h)
 {
 	const struct fanout_config *cfg = h->cfg;
 	uint64_t elapsed_ns = fanout_now_ns() - h->connect_start_ns;
 	uint64_t budget = 1 + elapsed_ns * cfg->connect_rate / 1000000000ull;
 
-	while (h->started < cfg->subscribers && h->started < budget &&
+	while (h->started < h->nsubs && h->started < budget &&
 	       h->connecting < cfg->connect_concurrency) {
 		struct conn *c = &h->subs[h->started++];
 
 		h->connecting++;
 		if (conn_start(h, c, false) < 0) {
 			h->connecting--;
-			h->res->connect_failed++;
+			count_connect_failed(h);
 		}
 	}
 }
@@ -301,12 +373,20 @@ static void pub_sent(struct harness *h, uint64_t i, uint64_t now)
 	if (h->cfg->ops->publish_unacked) {
 		/* Written is all the broker will ever confirm. */
 		h->res->acked++;
-		h->msg_seq[i] = UINT64_MAX;
+		atomic_store_explicit(&h->msg_seq[i], UINT64_MAX, memory_order_relaxed);
 		if (i == h->complete)
 			advance_complete(h);
 	} else {
 		h->outstanding++;
 	}
+}
+
+/* Spread over processes: publish `i` may now arrive at any subscriber, so a
+ * child must not count it as unreadable. Said before it is written. */
+static void pub_announce(struct harness *h, uint64_t i)
+{
+	if (h->sh)
+		atomic_store_explicit(&h->sh->sent_upto, i + 1, memory_order_release);
 }
 
 static bool pub_may_send(const struct harness *h)
@@ -337,6 +417,7 @@ static int pub_writeable(struct harness *h)
 				 h->payload, h->payload_len);
 		if (n <= 0)
 			return -1;
+		pub_announce(h, i);
 		if (lws_write(c->wsi, buf + LWS_PRE, (size_t)n,
 			      ops->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) < n)
 			return -1;
@@ -365,6 +446,7 @@ static void pub_http_send(struct harness *h)
 					 chan_name(h, chan_of(h, i), name, sizeof(name)),
 					 i + PUB_REF_BASE,
 					 h->payload, h->payload_len);
+		pub_announce(h, i);
 		rc = n > 0 ? fanout_http_pub_send(h->http, out, (size_t)n) : -EINVAL;
 		if (rc == -EAGAIN)
 			break;
@@ -394,8 +476,10 @@ static void pub_kick(struct harness *h)
 static void advance_complete(struct harness *h)
 {
 	while (h->complete < h->next_index &&
-	       h->delivered[h->complete] >= h->chan_live[chan_of(h, h->complete)] &&
-	       h->msg_seq[h->complete] != 0)
+	       atomic_load_explicit(&h->delivered[h->complete], memory_order_relaxed) >=
+		       atomic_load_explicit(&h->chan_live[chan_of(h, h->complete)],
+					    memory_order_relaxed) &&
+	       atomic_load_explicit(&h->msg_seq[h->complete], memory_order_relaxed) != 0)
 		h->complete++;
 	if (h->cfg->mode == FANOUT_MODE_INFLIGHT1 && h->phase == PH_PUBLISH &&
 	    h->complete == h->next_index && h->allowed == h->next_index &&
@@ -414,19 +498,21 @@ static void on_message(struct harness *h, struct conn *c, const struct fanout_fr
 
 	if (c->state != CONN_READY || fanout_payload_read(f->data, f->data_len, &index,
 							  &sent_ns) < 0 ||
-	    index >= h->next_index) {
+	    index >= sent_upto(h)) {
 		res->bad_frames++;
 		return;
 	}
 	if (f->seq != 0) {
+		uint64_t want = atomic_load_explicit(&h->msg_seq[index], memory_order_relaxed);
+
 		if (f->seq > c->next_seq)
 			res->seq_gaps += f->seq - c->next_seq;
 		if (f->seq >= c->next_seq)
 			c->next_seq = f->seq + 1;
-		if (h->msg_seq[index] != 0 && h->msg_seq[index] != f->seq)
+		if (want != 0 && want != f->seq)
 			res->seq_mismatch++;
 	}
-	seen = h->seen + (size_t)c->id * h->seen_stride;
+	seen = h->seen + (size_t)(c->id - h->sub_first) * h->seen_stride;
 	if (seen[index >> 3] & (1u << (index & 7))) {
 		res->duplicated++;
 		return;
@@ -438,8 +524,12 @@ static void on_message(struct harness *h, struct conn *c, const struct fanout_fr
 		c->max_index = index + 1;
 	c->received++;
 	res->deliveries++;
-	h->delivered[index]++;
+	atomic_fetch_add_explicit(&h->delivered[index], 1, memory_order_relaxed);
 	h->last_delivery_ns = now;
+	if (h->sh) {
+		atomic_store_explicit(&h->slot->last_delivery_ns, now, memory_order_relaxed);
+		atomic_store_explicit(&h->slot->deliveries, res->deliveries, memory_order_relaxed);
+	}
 	fanout_hist_record(&res->latency, now > sent_ns ? now - sent_ns : 0);
 	if (index == h->complete)
 		advance_complete(h);
@@ -467,7 +557,7 @@ static void on_pub_reply(struct harness *h, const struct fanout_frame *f, const 
 	}
 	res->acked++;
 	fanout_hist_record(&res->ack, now - h->sent_ns[i]);
-	h->msg_seq[i] = f->seq ? f->seq : UINT64_MAX;
+	atomic_store_explicit(&h->msg_seq[i], f->seq ? f->seq : UINT64_MAX, memory_order_relaxed);
 	if (i == h->complete)
 		advance_complete(h);
 	pub_kick(h);
@@ -680,7 +770,7 @@ static void on_gone(struct harness *h, struct conn *c, bool failed)
 	if (h->phase == PH_TEARDOWN)
 		return;
 	if (was == CONN_CONNECTING || (was == CONN_OPEN && failed)) {
-		h->res->connect_failed++;
+		count_connect_failed(h);
 		return;
 	}
 	if (c == &h->pub) {
@@ -693,7 +783,10 @@ static void on_gone(struct harness *h, struct conn *c, bool failed)
 		h->res->slow_consumer++;
 	if (was == CONN_READY) {
 		h->subs_live--;
-		h->chan_live[chan_of(h, c->id)]--;
+		atomic_fetch_sub_explicit(&h->chan_live[chan_of(h, c->id)], 1,
+					  memory_order_relaxed);
+		if (h->sh)
+			atomic_fetch_sub_explicit(&h->sh->subs_live, 1, memory_order_relaxed);
 		advance_complete(h);
 	}
 }
@@ -866,6 +959,16 @@ static void on_pub_timer(uv_timer_t *t)
 	}
 }
 
+/* The parent, spread over processes: the children's deliveries do not wake
+ * its loop, so it looks at the shared counts every SHARED_POLL_MS. */
+static void on_sh_poll(uv_timer_t *t)
+{
+	struct harness *h = t->data;
+
+	if (h->phase == PH_PUBLISH || h->phase == PH_DRAIN)
+		advance_complete(h);
+}
+
 static void start_publish(struct harness *h)
 {
 	const struct fanout_config *cfg = h->cfg;
@@ -874,6 +977,8 @@ static void start_publish(struct harness *h)
 	fanout_self_cpu(&h->self0);
 	set_phase(h, PH_PUBLISH);
 	h->progress_ns = h->phase_start_ns;
+	if (h->sh)
+		uv_timer_start(&h->sh_poll, on_sh_poll, SHARED_POLL_MS, SHARED_POLL_MS);
 	if (cfg->mode == FANOUT_MODE_INFLIGHT1) {
 		h->allowed = 1;
 		pub_kick(h);
@@ -891,6 +996,13 @@ static void finish(struct harness *h)
 	struct fanout_proc_cpu cpu1, self1;
 
 	uv_timer_stop(&h->pub_timer);
+	if (h->sh && h->cfg->proc == 0) {
+		/* The children close their connections while this one does. */
+		atomic_store_explicit(&h->sh->stop, 1, memory_order_release);
+		uv_timer_stop(&h->sh_poll);
+		h->last_delivery_ns = slots_max(h, offsetof(struct fanout_proc_slot,
+							    last_delivery_ns));
+	}
 	read_server(h, &cpu1, NULL);
 	fanout_self_cpu(&self1);
 	res->broker_cpu.user_us = cpu1.user_us - h->cpu0.user_us;
@@ -937,13 +1049,90 @@ static void check_publish(struct harness *h, uint64_t now)
 
 static void check_drain(struct harness *h, uint64_t now)
 {
-	if (h->last_delivery_ns > h->progress_ns)
-		h->progress_ns = h->last_delivery_ns;
+	uint64_t last = h->sh ? slots_max(h, offsetof(struct fanout_proc_slot, last_delivery_ns))
+			      : h->last_delivery_ns;
+
+	/* A child's delivery may be later than this tick's `now`. */
+	if (last > h->progress_ns)
+		h->progress_ns = last < now ? last : now;
 	if ((h->complete >= h->next_index && h->outstanding == 0) ||
 	    now - h->progress_ns > ms_to_ns(h->cfg->drain_timeout_ms) ||
 	    now - h->phase_start_ns > ms_to_ns(h->cfg->drain_max_ms) ||
-	    h->subs_live == 0)
+	    live_total(h) == 0)
 		finish(h);
+}
+
+/* This process starts connecting its subscribers now; spread over
+ * processes, the connect window opens at the earliest start of any, and the
+ * parent tells the children to start. */
+static void connect_begin(struct harness *h, uint64_t now)
+{
+	uint64_t first;
+
+	h->connect_start_ns = now;
+	set_phase(h, PH_SUB_CONNECT);
+	if (!h->sh)
+		return;
+	first = atomic_load_explicit(&h->sh->first_connect_ns, memory_order_relaxed);
+	while (now < first && !atomic_compare_exchange_weak(&h->sh->first_connect_ns, &first, now))
+		;
+	if (h->cfg->proc == 0)
+		atomic_store_explicit(&h->sh->go, 1, memory_order_release);
+}
+
+/* The parent's connect phase: done once every subscriber of every process
+ * is live; failed at the time bound, or a second after every connection
+ * was tried when some failed. */
+static void check_connect(struct harness *h, uint64_t in_phase)
+{
+	const struct fanout_config *cfg = h->cfg;
+	bool tried;
+
+	if (live_total(h) == cfg->subscribers) {
+		h->res->connect_ns = h->last_sub_ok_ns - h->connect_start_ns;
+		if (h->sh)
+			h->res->connect_ns =
+				slots_max(h, offsetof(struct fanout_proc_slot, last_sub_ok_ns)) -
+				atomic_load(&h->sh->first_connect_ns);
+		set_phase(h, PH_SETTLE);
+		return;
+	}
+	if (h->sh) {
+		uint32_t failed = atomic_load(&h->sh->connect_failed);
+
+		tried = failed > 0 && live_total(h) + failed >= cfg->subscribers;
+	} else {
+		tried = h->started == cfg->subscribers && h->connecting == 0 &&
+			h->res->connect_failed > 0;
+	}
+	if (in_phase > ms_to_ns(cfg->connect_timeout_ms) || (tried && in_phase > ms_to_ns(1000))) {
+		fail(h, "not every subscriber could connect and subscribe");
+		finish(h);
+	}
+}
+
+/* A child follows the parent: connects its share once told to, then holds
+ * its subscribers (on_message counts their deliveries) until told to stop.
+ * A parent that dies takes it along (PR_SET_PDEATHSIG). */
+static void child_follow(struct harness *h, uint64_t now)
+{
+	struct fanout_shared *sh = h->sh;
+
+	if (atomic_load_explicit(&sh->stop, memory_order_acquire)) {
+		finish(h);
+		return;
+	}
+	if (h->phase == PH_PUB_CONNECT) {
+		if (atomic_load_explicit(&sh->go, memory_order_acquire))
+			connect_begin(h, now);
+		return;
+	}
+	pace_connects(h);
+	/* Its CPU over the broadcast, as the parent measures its own. */
+	if (!h->publish_seen && atomic_load_explicit(&sh->sent_upto, memory_order_relaxed) > 0) {
+		h->publish_seen = true;
+		fanout_self_cpu(&h->self0);
+	}
 }
 
 static void teardown(struct harness *h);
@@ -953,14 +1142,25 @@ static void on_tick(uv_timer_t *t)
 	struct harness *h = t->data;
 	const struct fanout_config *cfg = h->cfg;
 	uint64_t now = fanout_now_ns(), in_phase = now - h->phase_start_ns;
+	char why[sizeof(h->res->reason)];
 
+	if (h->sh && h->phase != PH_TEARDOWN) {
+		if (cfg->proc != 0) {
+			child_follow(h, now);
+			return;
+		}
+		if (fanout_procs_check(h->sh, why, sizeof(why)) < 0) {
+			fail(h, why);
+			finish(h);
+			return;
+		}
+	}
 	switch (h->phase) {
 	case PH_PUB_CONNECT:
 		if (h->pub.state == CONN_READY) {
 			read_server(h, NULL, &h->res->rss_before);
 			read_server(h, &h->cpu0, NULL);
-			h->connect_start_ns = now;
-			set_phase(h, PH_SUB_CONNECT);
+			connect_begin(h, now);
 		} else if (h->pub.state >= CONN_CLOSED || in_phase > ms_to_ns(cfg->connect_timeout_ms)) {
 			fail(h, "publisher could not connect");
 			finish(h);
@@ -968,15 +1168,7 @@ static void on_tick(uv_timer_t *t)
 		break;
 	case PH_SUB_CONNECT:
 		pace_connects(h);
-		if (h->subs_live == cfg->subscribers) {
-			h->res->connect_ns = h->last_sub_ok_ns - h->connect_start_ns;
-			set_phase(h, PH_SETTLE);
-		} else if (in_phase > ms_to_ns(cfg->connect_timeout_ms) ||
-			   (h->started == cfg->subscribers && h->connecting == 0 &&
-			    h->res->connect_failed > 0 && in_phase > ms_to_ns(1000))) {
-			fail(h, "not every subscriber could connect and subscribe");
-			finish(h);
-		}
+		check_connect(h, in_phase);
 		break;
 	case PH_SETTLE:
 		if (in_phase >= ms_to_ns(cfg->settle_ms)) {
@@ -1019,6 +1211,8 @@ static void teardown(struct harness *h)
 		h->http = NULL;
 	}
 	uv_close((uv_handle_t *)&h->pub_timer, NULL);
+	if (h->sh && h->cfg->proc == 0)
+		uv_close((uv_handle_t *)&h->sh_poll, NULL);
 	if (h->raw_polling) {
 		uv_close((uv_handle_t *)&h->raw_poll, NULL);
 		h->raw_polling = false;
@@ -1035,24 +1229,32 @@ static int alloc_state(struct harness *h)
 	uint64_t seen_bytes;
 
 	h->seen_stride = (size_t)((cfg->messages + 7) / 8);
-	seen_bytes = (uint64_t)h->seen_stride * cfg->subscribers;
+	seen_bytes = (uint64_t)h->seen_stride * h->nsubs;
 	if (seen_bytes > SEEN_MAX_BYTES)
 		return -E2BIG;
 	h->nchan = cfg->channels > 1 ? cfg->channels : 1;
-	h->chan_live = calloc(h->nchan, sizeof(*h->chan_live));
-	h->subs = calloc(cfg->subscribers ? cfg->subscribers : 1, sizeof(*h->subs));
+	if (h->sh) {
+		if (h->sh->messages != cfg->messages || h->sh->nchan != h->nchan)
+			return -EINVAL;
+		h->chan_live = h->sh->chan_live;
+		h->delivered = h->sh->delivered;
+		h->msg_seq = h->sh->msg_seq;
+	} else {
+		h->chan_live = calloc(h->nchan, sizeof(*h->chan_live));
+		h->delivered = calloc(cfg->messages, sizeof(*h->delivered));
+		h->msg_seq = calloc(cfg->messages, sizeof(*h->msg_seq));
+	}
+	h->subs = calloc(h->nsubs ? h->nsubs : 1, sizeof(*h->subs));
 	h->seen = calloc(seen_bytes ? seen_bytes : 1, 1);
-	h->delivered = calloc(cfg->messages, sizeof(*h->delivered));
-	h->msg_seq = calloc(cfg->messages, sizeof(*h->msg_seq));
 	h->sent_ns = calloc(cfg->messages, sizeof(*h->sent_ns));
 	h->payload_len = cfg->msg_bytes - cfg->ops->data_overhead;
 	h->payload = malloc(h->payload_len);
 	if (!h->chan_live || !h->subs || !h->seen || !h->delivered || !h->msg_seq || !h->sent_ns ||
 	    !h->payload)
 		return -ENOMEM;
-	for (uint32_t i = 0; i < cfg->subscribers; i++) {
+	for (uint32_t i = 0; i < h->nsubs; i++) {
 		h->subs[i].h = h;
-		h->subs[i].id = i;
+		h->subs[i].id = h->sub_first + i;
 	}
 	h->pub.h = h;
 	h->pub.id = cfg->subscribers;
@@ -1062,16 +1264,18 @@ static int alloc_state(struct harness *h)
 static void free_state(struct harness *h)
 {
 	if (h->subs)
-		for (uint32_t i = 0; i < h->cfg->subscribers; i++) {
+		for (uint32_t i = 0; i < h->nsubs; i++) {
 			raw_stop(&h->subs[i]); /* one lws never reported closed */
 			free(h->subs[i].frag);
 		}
 	free(h->pub.frag);
 	free(h->subs);
-	free(h->chan_live);
+	if (!h->sh) { /* else they are in the shared region */
+		free((void *)h->chan_live);
+		free((void *)h->delivered);
+		free((void *)h->msg_seq);
+	}
 	free(h->seen);
-	free(h->delivered);
-	free(h->msg_seq);
 	free(h->sent_ns);
 	free(h->payload);
 	if (h->raw_ep >= 0)
@@ -1107,19 +1311,26 @@ static void summarize(struct harness *h)
 {
 	struct fanout_result *res = h->res;
 	const struct fanout_config *cfg = h->cfg;
+	/* Spread over processes, every process counted its subscribers into
+	 * sh->chan_ever as they subscribed; alone, they are counted here. */
+	_Atomic uint32_t *ever = h->sh ? h->sh->chan_ever : h->chan_live;
 
 	res->subscribed = 0;
-	memset(h->chan_live, 0, h->nchan * sizeof(*h->chan_live));
-	for (uint32_t i = 0; i < cfg->subscribers; i++)
-		if (h->subs[i].subscribed) {
-			res->subscribed++;
-			h->chan_live[chan_of(h, i)]++;
-		}
+	if (!h->sh) {
+		for (uint32_t k = 0; k < h->nchan; k++)
+			atomic_store_explicit(&h->chan_live[k], 0, memory_order_relaxed);
+		for (uint32_t i = 0; i < h->nsubs; i++)
+			if (h->subs[i].subscribed)
+				atomic_fetch_add_explicit(&h->chan_live[chan_of(h, h->subs[i].id)],
+							  1, memory_order_relaxed);
+	}
+	for (uint32_t k = 0; k < h->nchan; k++)
+		res->subscribed += atomic_load_explicit(&ever[k], memory_order_relaxed);
 	/* Message i is expected by every subscriber ever subscribed to its
 	 * channel (with one channel: published x subscribed). */
 	res->expected = 0;
 	for (uint64_t i = 0; i < res->published; i++)
-		res->expected += h->chan_live[chan_of(h, i)];
+		res->expected += atomic_load_explicit(&ever[chan_of(h, i)], memory_order_relaxed);
 	res->lost = res->expected > res->deliveries ? res->expected - res->deliveries : 0;
 	if (res->subscribed < cfg->subscribers)
 		fail(h, "not every subscriber subscribed");
@@ -1141,6 +1352,8 @@ static void summarize(struct harness *h)
 int fanout_run(const struct fanout_config *cfg, struct fanout_result *res)
 {
 	struct harness *h;
+	bool parent = !cfg->shared || cfg->proc == 0;
+	char why[sizeof(res->reason)];
 	int rc;
 
 	memset(res, 0, sizeof(*res));
@@ -1151,13 +1364,21 @@ int fanout_run(const struct fanout_config *cfg, struct fanout_result *res)
 	    cfg->burst == 0 || cfg->window == 0 || cfg->connect_rate == 0 ||
 	    cfg->connect_concurrency == 0 || (cfg->mode == FANOUT_MODE_RATE && cfg->rate <= 0))
 		return -EINVAL;
+	if (cfg->shared && (cfg->mode != FANOUT_MODE_INFLIGHT1 || cfg->proc >= cfg->shared->procs ||
+			    (uint64_t)cfg->sub_first + cfg->sub_count > cfg->subscribers))
+		return -EINVAL;
 	h = calloc(1, sizeof(*h));
 	if (!h)
 		return -ENOMEM;
 	h->cfg = cfg;
 	h->res = res;
 	h->raw_ep = epoll_create1(EPOLL_CLOEXEC); /* -1: lws reads everything */
-	fanout_raise_nofile(cfg->subscribers + 64);
+	h->sh = cfg->shared;
+	h->sub_first = h->sh ? cfg->sub_first : 0;
+	h->nsubs = h->sh ? cfg->sub_count : cfg->subscribers;
+	if (h->sh)
+		h->slot = &h->sh->slots[cfg->proc];
+	fanout_raise_nofile(h->nsubs + 64);
 	rc = alloc_state(h);
 	if (rc < 0)
 		goto out_free;
@@ -1168,18 +1389,28 @@ int fanout_run(const struct fanout_config *cfg, struct fanout_result *res)
 	uv_timer_init(&h->loop, &h->pub_timer);
 	h->tick.data = h;
 	h->pub_timer.data = h;
+	if (h->sh && parent) {
+		uv_timer_init(&h->loop, &h->sh_poll);
+		h->sh_poll.data = h;
+	}
 	rc = create_context(h);
 	if (rc < 0)
 		goto out_close_loop;
 	set_phase(h, PH_PUB_CONNECT);
-	rc = pub_start(h);
+	/* A child has no publisher: it waits in this phase for the parent's go. */
+	rc = parent ? pub_start(h) : 0;
 	if (rc < 0) {
 		fail(h, "publisher could not connect");
 		finish(h);
 	}
 	uv_timer_start(&h->tick, on_tick, TICK_MS, TICK_MS);
 	uv_run(&h->loop, UV_RUN_DEFAULT);
-	summarize(h);
+	/* The children's figures go into res before it is judged; a child's
+	 * own res is raw figures for the parent, never judged. */
+	if (h->sh && parent && fanout_procs_collect(h->sh, COLLECT_MS, res, why, sizeof(why)) < 0)
+		fail(h, why);
+	if (parent)
+		summarize(h);
 	rc = 0;
 	if (h->abandoned)
 		return 0; /* lws still points into h: it is left to the exit */
