@@ -14,6 +14,7 @@
 #include "link.h"
 #include "node_main.h"
 #include "node_svc.h"
+#include "nofile.h"
 #include "tern_limits.h"
 #include "portmux.h"
 
@@ -32,6 +33,7 @@ struct node {
 	char host[256];
 	int port;
 	bool draining;
+	struct nofile nofile; /* open files limit, logged once started */
 };
 
 static void stopped(void *arg)
@@ -170,6 +172,8 @@ static void start_loop(struct node *n)
 		TERN_VERSION, n->cfg.node_id, n->cfg.region, n->host, n->port,
 		n->cfg.data_dir,
 		n->cfg.store_sync_full ? "full" : "normal");
+	/* Links: (1 + K) per edge process (each edge worker is one). */
+	nofile_log(&n->nofile, 0, 1, stderr);
 }
 
 int tern_node_main(int argc, char **argv)
@@ -186,6 +190,7 @@ int tern_node_main(int argc, char **argv)
 		return rc < 0 ? 0 : rc;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	nofile_raise(&n->nofile);
 	uv_loop_init(&n->loop);
 	if (broker_host_open(&n->bh, &n->loop, &n->cfg, why, sizeof(why)) != 0) {
 		fprintf(stderr, "tern: %s\n", why);
