@@ -109,7 +109,12 @@ int tern_dev_main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	lws_set_log_level(LLL_ERR, NULL);
 	nofile_raise(&d->nofile);
-	uv_loop_init(&d->loop);
+	int lrc = uv_loop_init(&d->loop);
+	if (lrc != 0) { /* out of descriptors, say: nothing to close yet */
+		fprintf(stderr, "tern: cannot start the event loop: %s\n", uv_strerror(lrc));
+		free(d);
+		return 1;
+	}
 	if (broker_host_open(&d->host, &d->loop, &d->cfg, why, sizeof(why)) != 0) {
 		fprintf(stderr, "tern: %s\n", why);
 		rc = 1;

@@ -122,7 +122,12 @@ static int edge_run(struct tern_config *cfg, int worker, int ready_fd)
 		size_t n = strlen(cfg->node_id);
 		snprintf(cfg->node_id + n, sizeof(cfg->node_id) - n, "-w%d", worker);
 	}
-	uv_loop_init(&p->loop);
+	int lrc = uv_loop_init(&p->loop);
+	if (lrc != 0) { /* out of descriptors, say: nothing to close yet */
+		fprintf(stderr, "tern: cannot start the event loop: %s\n", uv_strerror(lrc));
+		free(p);
+		return 1;
+	}
 	p->bl = backend_link_new(&p->loop, cfg, stderr, why, sizeof(why));
 	if (!p->bl) {
 		fprintf(stderr, "tern: %s\n", why);

@@ -191,7 +191,12 @@ int tern_node_main(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	nofile_raise(&n->nofile);
-	uv_loop_init(&n->loop);
+	int lrc = uv_loop_init(&n->loop);
+	if (lrc != 0) { /* out of descriptors, say: nothing to close yet */
+		fprintf(stderr, "tern: cannot start the event loop: %s\n", uv_strerror(lrc));
+		free(n);
+		return 1;
+	}
 	if (broker_host_open(&n->bh, &n->loop, &n->cfg, why, sizeof(why)) != 0) {
 		fprintf(stderr, "tern: %s\n", why);
 		rc = 1;

@@ -271,6 +271,12 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 	info.server_string = "tern";
 	info.retry_and_idle_policy = &no_validity_timers;
 	e->ctx = e->wbuf && e->hb_frame ? lws_create_context(&info) : NULL;
+	/* lws 4.1 returns a context even when its vhost could not listen (out
+	 * of descriptors, say): without the vhost there is no edge. */
+	if (e->ctx && !lws_get_vhost_by_name(e->ctx, "default")) {
+		lws_context_destroy(e->ctx);
+		e->ctx = NULL;
+	}
 	if (!e->ctx) {
 		snprintf(why, why_len, "cannot listen on %s:%d", host, port);
 		/* The handles are on the loop now: e is freed once they are

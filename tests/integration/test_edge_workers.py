@@ -19,6 +19,7 @@
 import asyncio
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -292,9 +293,49 @@ def test_handshake_timeout_holds_on_every_worker():
         node.cleanup()
 
 
-def run_tern(args, timeout=20):
+def run_tern(args, timeout=20, nofile=None):
+    def limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
     return subprocess.run([T.TERN] + args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, timeout=timeout)
+                          stderr=subprocess.PIPE, timeout=timeout,
+                          preexec_fn=limit if nofile else None)
+
+
+def test_too_few_descriptors_end_with_one_line():
+    """A start that runs out of descriptors (event loop, database, listener)
+    says why in one line and exits 1; it once crashed (an unchecked
+    uv_loop_init, then a double free)."""
+    node = C.Node("n1").start()
+    try:
+        d = T.tmpdir()
+        for nofile in (6, 8, 10, 12):
+            cmds = {
+                "edge": ["edge", "--region", "r1", "--listen", "%s:%d" % (T.HOST, T.free_port()),
+                         "--nodes", node.addr],
+                "edge --workers 2": ["edge", "--region", "r1", "--listen",
+                                     "%s:%d" % (T.HOST, T.free_port()), "--nodes", node.addr,
+                                     "--workers", "2"],
+                "dev": ["dev", "--listen", "%s:%d" % (T.HOST, T.free_port()),
+                        "--data", os.path.join(d, "dev%d" % nofile)],
+                "node": ["node", "--id", "x", "--listen", "%s:%d" % (T.HOST, T.free_port()),
+                         "--data", os.path.join(d, "node%d" % nofile)],
+            }
+            for what, args in cmds.items():
+                r = run_tern(args, nofile=nofile)
+                err = r.stderr.decode(errors="replace")
+                lines = [l for l in err.splitlines() if l.startswith("tern")]
+                check_eq(r.returncode, 1, "%s with ulimit -n %d: exit code" % (what, nofile), err)
+                check(len(lines) >= 1 and ("open files" in err or "unable to open" in err
+                                           or "cannot" in err),
+                      "%s with ulimit -n %d says why" % (what, nofile), err)
+                # (LeakSanitizer, in the sanitizer build, may itself lack the
+                # descriptors to run: that says nothing about Tern.)
+                check("AddressSanitizer" not in err and "runtime error" not in err
+                      and "Segmentation" not in err and "Aborted" not in err,
+                      "%s with ulimit -n %d: no crash" % (what, nofile), err)
+    finally:
+        node.stop()
+        node.cleanup()
 
 
 def test_bad_starts_say_why_and_leave_nothing_behind():
