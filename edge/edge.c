@@ -121,7 +121,7 @@ void edge_shutdown(struct edge *e, void (*done)(void *arg), void *arg)
 	e->shutdown_started_ms = edge_now_ms(e);
 	e->shutdown_done = done;
 	e->shutdown_arg = arg;
-	edge_share_stop(e); /* new connections go to the other workers */
+	edge_listen_close(e); /* with workers, new connections go to the others */
 	struct list *pos, *tmp;
 	list_foreach_safe(pos, tmp, &e->sessions)
 		session_close(container_of(pos, struct session, link), 1001);
@@ -160,43 +160,6 @@ static int resolve_host(char *host, size_t len, char *why, size_t why_len)
 	return 0;
 }
 
-/* lws reports a failed bind without saying why; binding once ourselves gives
- * the user the real reason ("Address already in use") before lws tries. */
-static int probe_listen(const char *host, int port, char *why, size_t why_len)
-{
-	struct sockaddr_storage ss;
-	socklen_t sl;
-	memset(&ss, 0, sizeof(ss));
-	struct sockaddr_in *v4 = (struct sockaddr_in *)&ss;
-	struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&ss;
-	if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
-		v4->sin_family = AF_INET;
-		v4->sin_port = htons((uint16_t)port);
-		sl = sizeof(*v4);
-	} else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
-		v6->sin6_family = AF_INET6;
-		v6->sin6_port = htons((uint16_t)port);
-		sl = sizeof(*v6);
-	} else {
-		snprintf(why, why_len, "cannot listen on %s:%d: not an IP address", host, port);
-		return TERN_EBADREQ;
-	}
-	int fd = socket(ss.ss_family, SOCK_STREAM, 0), one = 1;
-	if (fd < 0) {
-		snprintf(why, why_len, "cannot listen: %s", strerror(errno));
-		return TERN_EINTERNAL;
-	}
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	int rc = bind(fd, (struct sockaddr *)&ss, sl);
-	int saved = errno;
-	close(fd);
-	if (rc != 0) {
-		snprintf(why, why_len, "cannot listen on %s:%d: %s", host, port, strerror(saved));
-		return TERN_EINTERNAL;
-	}
-	return 0;
-}
-
 static struct frame *static_frame(const char *text)
 {
 	struct fbuf b;
@@ -214,8 +177,6 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 		return TERN_EBADREQ;
 	}
 	int rc = resolve_host(host, sizeof(host), why, why_len);
-	if (rc == 0 && !ec->listen_share)
-		rc = probe_listen(host, port, why, why_len);
 	if (rc != 0)
 		return rc;
 	struct edge *e = calloc(1, sizeof(*e));
@@ -231,10 +192,10 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 	e->metrics_arg = ec->metrics_arg;
 	hmap_init(&e->chans);
 	list_init(&e->sessions);
-	e->share_fd = -1;
-	if (ec->listen_share && edge_share_listen(e, host, port, why, why_len) != 0) {
+	rc = edge_listen_open(e, host, port, ec->listen_share, why, why_len);
+	if (rc != 0) {
 		free(e);
-		return TERN_EINTERNAL;
+		return rc;
 	}
 	unsigned char rnd[6];
 	RAND_bytes(rnd, sizeof(rnd));
@@ -255,8 +216,7 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 	struct lws_context_creation_info info;
 	void *loops[1] = {e->loop};
 	memset(&info, 0, sizeof(info));
-	info.port = ec->listen_share ? CONTEXT_PORT_NO_LISTEN_SERVER : port;
-	info.iface = strcmp(host, "0.0.0.0") == 0 || ec->listen_share ? NULL : host;
+	info.port = CONTEXT_PORT_NO_LISTEN_SERVER; /* listen.c listens */
 	info.protocols = protocols;
 	info.user = e;
 	info.options = LWS_SERVER_OPTION_LIBUV;
@@ -271,9 +231,8 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 	info.server_string = "tern";
 	info.retry_and_idle_policy = &no_validity_timers;
 	e->ctx = e->wbuf && e->hb_frame ? lws_create_context(&info) : NULL;
-	/* lws 4.1 returns a context even when its vhost could not listen (out
-	 * of descriptors, say): without the vhost there is no edge. */
-	if (e->ctx && !lws_get_vhost_by_name(e->ctx, "default")) {
+	e->listen_vhost = e->ctx ? lws_get_vhost_by_name(e->ctx, "default") : NULL;
+	if (e->ctx && !e->listen_vhost) {
 		lws_context_destroy(e->ctx);
 		e->ctx = NULL;
 	}
@@ -284,10 +243,7 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 		edge_free(e);
 		return TERN_EINTERNAL;
 	}
-	if (e->share_fd >= 0) {
-		e->share_vhost = lws_get_vhost_by_name(e->ctx, "default");
-		edge_share_accept(e);
-	}
+	edge_listen_start(e);
 	uint64_t every = ec->cfg->heartbeat_ms / 4;
 	uv_timer_start(&e->tick, on_tick, every < 1000 ? every : 1000, every < 1000 ? every : 1000);
 	*out = e;
@@ -313,12 +269,11 @@ void edge_free(struct edge *e)
 		lws_context_destroy(e->ctx);
 	frame_unref(e->hb_frame);
 	free(e->wbuf);
-	bool shared = e->share_fd != -1;
-	edge_share_stop(e);
+	edge_listen_close(e);
 	uv_handle_t *handles[] = {(uv_handle_t *)&e->tick, (uv_handle_t *)&e->flush,
 				  (uv_handle_t *)&e->linger, (uv_handle_t *)&e->more,
-				  (uv_handle_t *)&e->share_poll, (uv_handle_t *)&e->share_pause};
-	size_t n = sizeof(handles) / sizeof(handles[0]) - (shared ? 0 : 2);
+				  (uv_handle_t *)&e->listen_poll, (uv_handle_t *)&e->listen_pause};
+	size_t n = sizeof(handles) / sizeof(handles[0]);
 	e->handles_open = n; /* the callbacks run on a later loop turn */
 	for (size_t i = 0; i < n; i++)
 		uv_close(handles[i], on_handle_closed);

@@ -60,20 +60,21 @@ struct edge {
 	void (*metrics_extra)(void *arg, struct fbuf *out);
 	void *metrics_arg;
 	struct edge_stats st;
-	/* tern edge --workers: the port this worker listens on itself (share.c);
-	 * share_fd is -1 when lws listens (a lone edge), -2 once closed. */
-	int share_fd;
-	uv_poll_t share_poll;
-	uv_timer_t share_pause;
-	struct lws_vhost *share_vhost;
+	/* The client port (listen.c): listen_fd is -1 once closed. */
+	int listen_fd;
+	uv_poll_t listen_poll;
+	uv_timer_t listen_pause;
+	struct lws_vhost *listen_vhost; /* where accepted sockets go */
 };
 
-/* share.c: a worker's own SO_REUSEPORT listener; accepted sockets go to lws.
- * listen binds (why says what failed), accept starts taking connections once
- * e->ctx exists, stop closes the socket (a drain, or edge_free). */
-int edge_share_listen(struct edge *e, const char *host, int port, char *why, size_t why_len);
-void edge_share_accept(struct edge *e);
-void edge_share_stop(struct edge *e);
+/* listen.c: the client port; accepted sockets go to lws. open binds (with
+ * SO_REUSEPORT for tern edge --workers; why says what failed), start takes
+ * connections once e->ctx exists, close closes the socket (a drain, or
+ * edge_free; the handles are closed by edge_free). */
+int edge_listen_open(struct edge *e, const char *host, int port, bool reuseport, char *why,
+		     size_t why_len);
+void edge_listen_start(struct edge *e);
+void edge_listen_close(struct edge *e);
 
 /* One channel that local sessions subscribe to: one upstream subscription
  * however many sessions share it. */
