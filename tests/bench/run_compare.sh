@@ -500,7 +500,7 @@ if [ "$docs" = 1 ]; then
     echo
     echo "- run: $started_at, checkout at $(git -C "$repo" rev-parse --short HEAD); binaries: $tern and $bench, built $(date -u -r "$tern" +%Y-%m-%dT%H:%M:%SZ) and $(date -u -r "$bench" +%Y-%m-%dT%H:%M:%SZ)"
     echo "- machine: $(nproc) cores ($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)), load average $load_start at start, $load_end at end"
-    echo "- brokers: tern dev (\`tern\`); tern node + tern edge (\`tern-split\`); $(mosquitto -h 2>/dev/null | head -1 || true); $(nginx -v 2>&1) with nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null)"
+    echo "- brokers: tern dev (\`tern\`); tern node + tern edge (\`tern-split\`); $(mosquitto -h 2>/dev/null | head -1 || true); $(nginx -v 2>&1) with nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null); and in the one-in-flight and many-channel workloads the null broker (\`null\`, tests/bench/null_broker.c: one send() per delivery and nothing else, no store), the floor the harness sees"
     echo "- harness: bench_fanout (docs/bench-fanout.md), one libuv loop, libwebsockets clients for the handshakes, wslay reading subscribed connections; 64-byte messages, 4 096 bytes in the \`-4k\` workloads"
     echo
     md_table "$header" lines "${rows[@]}"
