@@ -2,6 +2,7 @@
 
 #include <getopt.h>
 #include <string.h>
+#include <uv.h>
 
 #define ARGS_MAX 16
 
@@ -51,4 +52,12 @@ int args_parse(const char *cmd, int argc, char **argv, const struct arg_flag *fl
 		}
 	}
 	return 0;
+}
+
+int args_loop_init(uv_loop_t *loop)
+{
+	int rc = uv_loop_init(loop);
+	if (rc != 0)
+		fprintf(stderr, "tern: cannot start the event loop: %s\n", uv_strerror(rc));
+	return rc ? -1 : 0;
 }

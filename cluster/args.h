@@ -17,4 +17,10 @@ struct arg_flag {
 int args_parse(const char *cmd, int argc, char **argv, const struct arg_flag *flags,
 	       struct tern_config *cfg, void (*usage)(FILE *f));
 
+struct uv_loop_s;
+
+/* uv_loop_init for a server command: 0, or -1 after one line on stderr (out
+ * of descriptors, say; there is nothing to close then). */
+int args_loop_init(struct uv_loop_s *loop);
+
 #endif

@@ -109,9 +109,7 @@ int tern_dev_main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	lws_set_log_level(LLL_ERR, NULL);
 	nofile_raise(&d->nofile);
-	int lrc = uv_loop_init(&d->loop);
-	if (lrc != 0) { /* out of descriptors, say: nothing to close yet */
-		fprintf(stderr, "tern: cannot start the event loop: %s\n", uv_strerror(lrc));
+	if (args_loop_init(&d->loop) != 0) {
 		free(d);
 		return 1;
 	}

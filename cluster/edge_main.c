@@ -122,9 +122,7 @@ static int edge_run(struct tern_config *cfg, int worker, int ready_fd)
 		size_t n = strlen(cfg->node_id);
 		snprintf(cfg->node_id + n, sizeof(cfg->node_id) - n, "-w%d", worker);
 	}
-	int lrc = uv_loop_init(&p->loop);
-	if (lrc != 0) { /* out of descriptors, say: nothing to close yet */
-		fprintf(stderr, "tern: cannot start the event loop: %s\n", uv_strerror(lrc));
+	if (args_loop_init(&p->loop) != 0) {
 		free(p);
 		return 1;
 	}

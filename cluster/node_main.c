@@ -191,9 +191,7 @@ int tern_node_main(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	nofile_raise(&n->nofile);
-	int lrc = uv_loop_init(&n->loop);
-	if (lrc != 0) { /* out of descriptors, say: nothing to close yet */
-		fprintf(stderr, "tern: cannot start the event loop: %s\n", uv_strerror(lrc));
+	if (args_loop_init(&n->loop) != 0) {
 		free(n);
 		return 1;
 	}

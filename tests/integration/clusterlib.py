@@ -341,6 +341,13 @@ class Cluster:
 
 # --------------------------------------------------------------------------- waits
 
+async def expect_all_closed(clients, code, what, timeout=10):
+    """Every client's connection is closed by the server with `code`."""
+    for i, c in enumerate(clients):
+        _, got, reason = await c.expect_close(timeout=timeout)
+        check_eq(got, code, "client %d: close code %s (reason %r)" % (i, what, reason))
+
+
 def wait_until(fn, timeout, what, interval=0.05):
     """Polls fn() until truthy (returns it) or fails after timeout seconds."""
     deadline = time.monotonic() + timeout

@@ -96,9 +96,7 @@ async def test_edge_sigterm_closes_clients_1001():
         await clients[0].subscribe(ch)
         await clients[1].publish(ch, 1)
         e.send_signal(signal.SIGTERM)
-        for i, c in enumerate(clients):
-            _, code, reason = await c.expect_close(timeout=10)
-            check_eq(code, 1001, "client %d: close code on edge SIGTERM (reason %r)" % (i, reason))
+        await C.expect_all_closed(clients, 1001, "on edge SIGTERM")
         rc = await Q.in_thread(e.stop, signal.SIGTERM, None, 0, False)
         check_eq(rc, 0, "edge exit code after SIGTERM")
         check_eq(cl.node.health(timeout=2.0), 200, "node healthy after the edge left")

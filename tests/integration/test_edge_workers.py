@@ -17,6 +17,7 @@
 """
 
 import asyncio
+import contextlib
 import os
 import re
 import resource
@@ -125,16 +126,22 @@ async def check_all_get(clients, ch, first, last, what):
     await asyncio.gather(*(one(i, c) for i, c in enumerate(clients)))
 
 
-def start_cluster():
+@contextlib.contextmanager
+def workers_cluster(config=None):
+    """A node and one edge of W workers; both gone (by PID) on the way out."""
     node = C.Node("n1").start()
-    edge = C.Edge("edgeW", [node], links=K, workers=W)
-    edge.start()
-    return node, edge
+    edge = C.Edge("edgeW", [node], config=config, links=K, workers=W)
+    try:
+        edge.start()
+        yield node, edge
+    finally:
+        edge.cleanup()
+        node.stop()
+        node.cleanup()
 
 
 async def test_workers_share_the_port_and_every_subscriber_gets_every_message():
-    node, edge = start_cluster()
-    try:
+    with workers_cluster() as (node, edge):
         workers = wait_workers(edge, W, 10, "after start")
         line = [l for l in edge.stderr().splitlines() if "listening on" in l]
         check_eq(len(line), 1, "one start line from the supervisor", edge.stderr())
@@ -174,15 +181,10 @@ async def test_workers_share_the_port_and_every_subscriber_gets_every_message():
         edge.stop()
         for w in workers:
             check(not alive(w), "worker %d gone after the supervisor exited" % w)
-    finally:
-        edge.cleanup()
-        node.stop()
-        node.cleanup()
 
 
 async def test_a_killed_worker_is_replaced_and_harms_only_its_clients():
-    node, edge = start_cluster()
-    try:
+    with workers_cluster() as (node, edge):
         workers = wait_workers(edge, W, 10, "after start")
         clients = await open_clients(edge.ws_url, N_CLIENTS)
         who = owners(edge.port, clients, workers)
@@ -215,22 +217,15 @@ async def test_a_killed_worker_is_replaced_and_harms_only_its_clients():
         for c in fresh + survivors:
             await c.close()
         edge.stop()
-    finally:
-        edge.cleanup()
-        node.stop()
-        node.cleanup()
 
 
 async def test_sigterm_drains_every_worker_and_sigkill_of_the_supervisor_ends_them():
-    node, edge = start_cluster()
-    try:
+    with workers_cluster() as (node, edge):
         workers = wait_workers(edge, W, 10, "after start")
         clients = await open_clients(edge.ws_url, 30)
         check_eq(len(set(owners(edge.port, clients, workers))), W, "30 clients over all workers")
         edge.send_signal(signal.SIGTERM)
-        for i, c in enumerate(clients):
-            _, code, reason = await c.expect_close(timeout=10)
-            check_eq(code, 1001, "client %d: close code on SIGTERM (reason %r)" % (i, reason))
+        await C.expect_all_closed(clients, 1001, "on SIGTERM")
         rc = await Q.in_thread(edge.stop, signal.SIGTERM, None, 0, False)
         check_eq(rc, 0, "supervisor exit code after SIGTERM")
         for w in workers:
@@ -248,18 +243,11 @@ async def test_sigterm_drains_every_worker_and_sigkill_of_the_supervisor_ends_th
         check_eq(code, 1001, "a client's close code when the supervisor was killed")
         C.wait_until(lambda: not any(alive(w) for w in workers), 15,
                      "workers exit after their supervisor was killed")
-    finally:
-        edge.cleanup()
-        node.stop()
-        node.cleanup()
 
 
 def test_handshake_timeout_holds_on_every_worker():
-    node = C.Node("n1").start()
-    edge = C.Edge("edgeH", [node], config={"handshake_timeout_s": 1}, links=K, workers=W)
-    edge.start()
     socks = []
-    try:
+    with workers_cluster({"handshake_timeout_s": 1}) as (node, edge):
         workers = wait_workers(edge, W, 10, "after start")
         # Silent connections and a request cut short, spread over the workers.
         for i in range(12):
@@ -285,12 +273,8 @@ def test_handshake_timeout_holds_on_every_worker():
         check_eq(children(edge.pid), workers, "no worker died of it")
         check_eq(edge.health(), 200, "edge healthy")
         edge.stop()
-    finally:
-        for s in socks:
-            s.close()
-        edge.cleanup()
-        node.stop()
-        node.cleanup()
+    for s in socks:
+        s.close()
 
 
 def run_tern(args, timeout=20, nofile=None):
