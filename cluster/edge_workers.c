@@ -23,7 +23,8 @@
 struct worker {
 	pid_t pid;          /* 0: not running */
 	int ready_fd;       /* read end while starting, else -1 */
-	bool ready;         /* it said it listens */
+	bool ready;         /* this start said it listens */
+	bool ever_ready;    /* some start of worker k did */
 	uint64_t started_ms;
 	uint64_t restart_at_ms; /* 0: none pending */
 	uint64_t pause_ms;  /* the next restart's pause */
@@ -135,10 +136,8 @@ static void on_ready(struct sup *s, int k)
 	ssize_t r = read(w->ready_fd, &c, 1);
 	if (r < 0 && (errno == EINTR || errno == EAGAIN))
 		return;
-	if (r == 1) {
-		w->ready = true;
-		w->pause_ms = w->pause_ms ? w->pause_ms : TERN_EDGE_WORKER_RESTART_MIN_MS;
-	}
+	if (r == 1)
+		w->ready = w->ever_ready = true;
 	close_ready(w);
 }
 
@@ -166,7 +165,7 @@ static void reap(struct sup *s)
 				}
 				break;
 			}
-			if (!w->ready && w->pause_ms == 0) {
+			if (!w->ever_ready) {
 				/* The first start failed: its worker said why. */
 				fprintf(stderr, "tern: edge worker %d (pid %d) %s before listening\n", k,
 					(int)pid, how);

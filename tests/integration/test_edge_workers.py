@@ -7,6 +7,7 @@
 - A worker killed with SIGKILL is started again by the supervisor; only its
   own clients lose their connection; the others keep publishing and
   receiving; new clients reach every worker again.
+- A worker that keeps dying young is restarted after pauses that double.
 - SIGTERM to the supervisor drains every worker (clients closed 1001) and it
   exits 0; SIGKILL of the supervisor makes the workers drain and exit too.
 - A handshake that stalls is cut after handshake_timeout_s on every worker
@@ -66,9 +67,12 @@ def alive(pid):
         return False
 
 
-def wait_workers(edge, n, timeout, what):
-    return C.wait_until(lambda: (lambda k: k if len(k) == n else None)(children(edge.pid)),
-                        timeout, "%s: %d workers under the supervisor" % (what, n))
+def wait_workers(edge, n, timeout, what, gone=()):
+    """The supervisor's n live workers (zombies not counted), none of `gone`."""
+    def live():
+        k = [w for w in children(edge.pid) if alive(w)]
+        return k if len(k) == n and not set(k) & set(gone) else None
+    return C.wait_until(live, timeout, "%s: %d workers under the supervisor" % (what, n))
 
 
 def socket_inodes(pid):
@@ -202,7 +206,7 @@ async def test_a_killed_worker_is_replaced_and_harms_only_its_clients():
         for i in range(10):
             await survivors[i % len(survivors)].publish(ch, i)
         await check_all_get(survivors, ch, 1, 10, "survivors after a worker was killed")
-        again = wait_workers(edge, W, 10, "after the kill")
+        again = wait_workers(edge, W, 10, "after the kill", gone=[victim])
         check(victim not in again, "the killed worker was replaced", again)
         err = edge.stderr()
         check(re.search(r"edge worker \d \(pid %d\) was killed by signal 9 \(Killed\); starting another"
@@ -216,6 +220,28 @@ async def test_a_killed_worker_is_replaced_and_harms_only_its_clients():
         await check_all_get(fresh + survivors, ch, 11, 11, "everyone after the restart")
         for c in fresh + survivors:
             await c.close()
+        edge.stop()
+
+
+def test_a_worker_that_keeps_dying_is_restarted_ever_later():
+    """Deaths within 10 s of a start double the pause before the next start
+    (100, 200, 400 ms ...): a crash loop does not spin."""
+    with workers_cluster() as (node, edge):
+        workers = wait_workers(edge, W, 10, "after start")
+        victim, pauses = workers[0], []
+        for _ in range(4):
+            t0 = time.monotonic()
+            os.kill(victim, signal.SIGKILL)
+            now = wait_workers(edge, W, 10, "in place of %d" % victim, gone=[victim])
+            pauses.append(time.monotonic() - t0)
+            new = [w for w in now if w not in workers]
+            check_eq(len(new), 1, "one new worker", now, workers)
+            workers, victim = now, new[0]
+        said = [int(m) for m in re.findall(r"; starting another in (\d+) ms", edge.stderr())]
+        print("  pauses said %s, seen %s" % (said, ["%.2f" % p for p in pauses]), flush=True)
+        check_eq(said, [100, 200, 400, 800], "the pause doubles while the same worker dies young")
+        check(pauses[3] >= 0.8, "the fourth restart waited its 800 ms", pauses)
+        check_eq(edge.health(), 200, "edge healthy after the crash loop")
         edge.stop()
 
 
