@@ -147,6 +147,13 @@ static int edge_run(struct tern_config *cfg, int worker, int ready_fd)
 	p->sigterm.data = p->sigint.data = p;
 	uv_signal_start(&p->sigterm, on_signal, SIGTERM);
 	uv_signal_start(&p->sigint, on_signal, SIGINT);
+	if (worker >= 0) { /* blocked since the fork (edge_workers.h) */
+		sigset_t m;
+		sigemptyset(&m);
+		sigaddset(&m, SIGTERM);
+		sigaddset(&m, SIGINT);
+		sigprocmask(SIG_UNBLOCK, &m, NULL);
+	}
 	if (worker < 0)
 		fprintf(stderr,
 			"tern %s edge %s region %s: listening on http://%s (WebSocket ws://%s/v1/ws), "

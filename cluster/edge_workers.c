@@ -87,7 +87,13 @@ static int spawn(struct sup *s, int k)
 		prctl(PR_SET_PDEATHSIG, SIGTERM);
 		if (getppid() != s->self)
 			_exit(1); /* the supervisor died before prctl */
-		sigprocmask(SIG_SETMASK, &s->old_mask, NULL);
+		/* SIGTERM and SIGINT stay blocked until the worker's own handlers
+		 * are in (edge_worker_fn): a stop sent while it starts is then a
+		 * drain once it can drain, not a death half-way through its start. */
+		sigset_t m = s->old_mask;
+		sigaddset(&m, SIGTERM);
+		sigaddset(&m, SIGINT);
+		sigprocmask(SIG_SETMASK, &m, NULL);
 		exit(s->fn(s->cfg, k, p[1]));
 	}
 	close(p[1]);

@@ -9,8 +9,9 @@
 #include "config.h"
 
 /* What one worker runs: the whole edge, on a loop of its own. `worker` is its
- * index (0..W-1). It writes one byte to ready_fd and closes it once it
- * listens, and returns the process's exit status. */
+ * index (0..W-1). It starts with SIGTERM and SIGINT blocked and unblocks them
+ * once its handlers are in; it writes one byte to ready_fd and closes it once
+ * it listens, and returns the process's exit status. */
 typedef int (*edge_worker_fn)(struct tern_config *cfg, int worker, int ready_fd);
 
 /*
