@@ -102,6 +102,25 @@ static void usage(FILE *f)
 		   "[--links K] [--workers W] [--id ID] [--config FILE]\n");
 }
 
+/* The start line and the open files line, once per edge: by a lone edge, or
+ * by the supervisor once every worker listens (pids: theirs). */
+static void log_started(const struct tern_config *cfg, const char *pids)
+{
+	char with[TERN_EDGE_WORKERS_MAX * 12 + 64] = "";
+	uint64_t procs = pids ? cfg->workers : 1;
+	if (pids)
+		snprintf(with, sizeof(with), " with %llu worker processes sharing the port (pids %s)",
+			 (unsigned long long)procs, pids);
+	fprintf(stderr,
+		"tern %s edge %s region %s: listening on http://%s (WebSocket ws://%s/v1/ws)%s, "
+		"nodes %s, %llu data links + 1 control link %s; auth is off (no keys configured)\n",
+		TERN_VERSION, cfg->node_id[0] ? cfg->node_id : "edge", cfg->region, cfg->listen,
+		cfg->listen, with, cfg->nodes, (unsigned long long)cfg->links,
+		pids ? "per worker and node" : "each");
+	nofile_log(&edge_nofile, (TERN_EDGE_CLIENTS_TARGET + procs - 1) / procs + TERN_NOFILE_RESERVE,
+		   (unsigned)procs, stderr);
+}
+
 /* One edge process: alone (worker -1), or worker `worker` of cfg->workers. */
 static int edge_run(struct tern_config *cfg, int worker, int ready_fd)
 {
@@ -155,15 +174,7 @@ static int edge_run(struct tern_config *cfg, int worker, int ready_fd)
 		sigprocmask(SIG_UNBLOCK, &m, NULL);
 	}
 	if (worker < 0)
-		fprintf(stderr,
-			"tern %s edge %s region %s: listening on http://%s (WebSocket ws://%s/v1/ws), "
-			"nodes %s, %llu data links + 1 control link each; auth is off (no keys "
-			"configured)\n",
-			TERN_VERSION, cfg->node_id, cfg->region, cfg->listen, cfg->listen, cfg->nodes,
-			(unsigned long long)cfg->links);
-	if (worker < 0)
-		nofile_log(&edge_nofile, (uint64_t)TERN_EDGE_CLIENTS_TARGET + TERN_NOFILE_RESERVE, 1,
-			   stderr);
+		log_started(cfg, NULL);
 	if (ready_fd >= 0) {
 		if (write(ready_fd, "1", 1) != 1)
 			rc = 1;
@@ -184,11 +195,9 @@ out:
 	return rc;
 }
 
-static void workers_started(void *arg)
+static void workers_started(void *arg, const char *pids)
 {
-	const struct tern_config *cfg = arg;
-	uint64_t per = (TERN_EDGE_CLIENTS_TARGET + cfg->workers - 1) / cfg->workers;
-	nofile_log(&edge_nofile, per + TERN_NOFILE_RESERVE, (unsigned)cfg->workers, stderr);
+	log_started(arg, pids);
 }
 
 int tern_edge_main(int argc, char **argv)

@@ -217,24 +217,19 @@ static bool all_ready(const struct sup *s)
 	return true;
 }
 
-static void announce(const struct sup *s)
+/* Every worker listens: the caller says so, naming their pids. */
+static void announce(const struct sup *s, void (*started)(void *arg, const char *pids), void *arg)
 {
 	char pids[TERN_EDGE_WORKERS_MAX * 12] = "";
 	size_t off = 0;
 	for (int k = 0; k < s->n && off < sizeof(pids); k++)
 		off += (size_t)snprintf(pids + off, sizeof(pids) - off, "%s%d", k ? "," : "",
 					(int)s->w[k].pid);
-	fprintf(stderr,
-		"tern %s edge %s region %s: listening on http://%s (WebSocket ws://%s/v1/ws) with %d "
-		"worker processes sharing the port (pids %s), nodes %s, %llu data links + 1 control "
-		"link per worker and node; auth is off (no keys configured)\n",
-		TERN_VERSION, s->cfg->node_id[0] ? s->cfg->node_id : "edge", s->cfg->region,
-		s->cfg->listen, s->cfg->listen, s->n, pids, s->cfg->nodes,
-		(unsigned long long)s->cfg->links);
+	started(arg, pids);
 }
 
-int edge_workers_run(struct tern_config *cfg, edge_worker_fn fn, void (*started)(void *arg),
-		     void *arg)
+int edge_workers_run(struct tern_config *cfg, edge_worker_fn fn,
+		     void (*started)(void *arg, const char *pids), void *arg)
 {
 	struct sup *s = calloc(1, sizeof(*s));
 	if (!s)
@@ -296,10 +291,8 @@ int edge_workers_run(struct tern_config *cfg, edge_worker_fn fn, void (*started)
 				on_ready(s, who[i]);
 		now = now_ms();
 		if (!announced && !s->stopping && all_ready(s)) {
-			announce(s);
+			announce(s, started, arg);
 			announced = true;
-			if (started)
-				started(arg);
 		}
 		if (!announced && !s->stopping && now >= ready_by) {
 			fprintf(stderr, "tern: edge workers did not all listen within %d ms\n",

@@ -26,9 +26,10 @@ typedef int (*edge_worker_fn)(struct tern_config *cfg, int worker, int ready_fd)
  *   TERN_EDGE_WORKER_STOP_MS later is killed. Returns 0 when every worker
  *   exited 0.
  * Workers get SIGTERM when this process dies (PR_SET_PDEATHSIG). Once every
- * worker listens, it writes the start line and calls started(arg).
+ * worker listens, it calls started(arg, pids), pids their comma-separated
+ * PIDs, for the start line.
  */
-int edge_workers_run(struct tern_config *cfg, edge_worker_fn fn, void (*started)(void *arg),
-		     void *arg);
+int edge_workers_run(struct tern_config *cfg, edge_worker_fn fn,
+		     void (*started)(void *arg, const char *pids), void *arg);
 
 #endif
