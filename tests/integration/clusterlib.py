@@ -68,6 +68,8 @@ class Proc:
         self.name = name
         self.config = dict(config or {})
         self.port = port or T.free_port()
+        self.port_given = port is not None
+        self.was_healthy = False  # once it was, restarts keep the port
         self.tmp = T.tmpdir("tern-cl-%s-" % name)
         self.proc = None
         self.starts = 0
@@ -102,6 +104,12 @@ class Proc:
     def start(self, wait=True, timeout=None):
         """Starts the process; with wait, until /healthz answers 200."""
         check(self.proc is None, "%s already running" % self.name)
+        self._spawn()
+        if wait:
+            self.wait_health(200, timeout or T.START_S)
+        return self
+
+    def _spawn(self):
         self.starts += 1
         self.stderr_path = os.path.join(self.tmp, "stderr.%d.log" % self.starts)
         errf = open(self.stderr_path, "wb")
@@ -109,9 +117,20 @@ class Proc:
         self.proc = subprocess.Popen(self.argv(), stdout=outf, stderr=errf, stdin=subprocess.DEVNULL)
         errf.close()
         outf.close()
-        if wait:
-            self.wait_health(200, timeout or T.START_S)
-        return self
+
+    def _port_taken(self):
+        """The first start of a process on a port we picked ended because
+        something took the port between the pick and the bind (another test's
+        connection, say): pick another and start again, as ternlib.Server does."""
+        if self.port_given or self.was_healthy or self.starts >= 3:
+            return False
+        if "Address already in use" not in self.stderr():
+            return False
+        self.proc.wait()
+        self.proc = None
+        self.port = T.free_port()
+        self._spawn()
+        return True
 
     def health(self, timeout=1.0):
         """The /healthz status, or None when nothing answered in time."""
@@ -128,12 +147,15 @@ class Proc:
         deadline = time.monotonic() + timeout
         got = None
         while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None and self._port_taken():
+                continue
             if self.proc is not None and self.proc.poll() is not None:
                 raise T.TestFailure("%s (%s) exited %r while waiting for /healthz %d; argv %r; stderr: %s"
                                     % (self.name, self.kind, self.proc.returncode, want, self.argv(),
                                        self.stderr()[-2000:]))
             got = self.health()
             if got == want:
+                self.was_healthy = self.was_healthy or want == 200
                 return time.monotonic()
             time.sleep(0.05)
         raise T.TestFailure("%s (%s): /healthz not %d within %ss (last %r); stderr: %s"
