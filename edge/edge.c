@@ -202,7 +202,6 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 	for (int i = 0; i < 6; i++)
 		snprintf(e->conn_prefix + 2 * i, 3, "%02x", rnd[i]);
 	e->hb_frame = static_frame("{\"op\":\"heartbeat\"}");
-	e->wbuf = malloc(LWS_PRE + TERN_EDGE_WRITE_BATCH_BYTES);
 	uv_timer_init(e->loop, &e->tick);
 	e->tick.data = e;
 	list_init(&e->dirty);
@@ -230,7 +229,7 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 	info.max_http_header_data = 4096;
 	info.server_string = "tern";
 	info.retry_and_idle_policy = &no_validity_timers;
-	e->ctx = e->wbuf && e->hb_frame ? lws_create_context(&info) : NULL;
+	e->ctx = e->hb_frame ? lws_create_context(&info) : NULL;
 	e->listen_vhost = e->ctx ? lws_get_vhost_by_name(e->ctx, "default") : NULL;
 	if (e->ctx && !e->listen_vhost) {
 		lws_context_destroy(e->ctx);
@@ -268,7 +267,6 @@ void edge_free(struct edge *e)
 	if (e->ctx)
 		lws_context_destroy(e->ctx);
 	frame_unref(e->hb_frame);
-	free(e->wbuf);
 	edge_listen_close(e);
 	uv_handle_t *handles[] = {(uv_handle_t *)&e->tick, (uv_handle_t *)&e->flush,
 				  (uv_handle_t *)&e->linger, (uv_handle_t *)&e->more,

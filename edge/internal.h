@@ -40,7 +40,6 @@ struct edge {
 	struct list sessions;	/* struct session */
 	uv_timer_t tick;
 	struct frame *hb_frame; /* {"op":"heartbeat"}, shared */
-	unsigned char *wbuf;	/* LWS_PRE + TERN_EDGE_WRITE_BATCH_BYTES scratch for writes */
 	struct list dirty;	/* sessions with frames queued this loop turn */
 	uv_check_t flush;	/* writes them after the loop's I/O phase */
 	uv_timer_t linger;	/* ... or flush_linger_ms later, while lingering */

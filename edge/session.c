@@ -1,9 +1,12 @@
 /* WebSocket sessions speaking tern.v1.json: reassembly with a size check
  * before buffering, dispatch of client ops, and a bounded outbound queue of
  * shared frames written only when the socket is writable. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "tern_err.h"
 #include "internal.h"
@@ -343,35 +346,10 @@ static int on_receive(struct session *s, const void *in, size_t len)
 	return 0;
 }
 
-/* Everything queued for a connection goes out in as few writes as possible:
- * frames carry their WebSocket header already (frame_wire), so several are
- * copied side by side and handed to lws as raw bytes in one write. lws keeps
- * any part the socket did not take and sends it before anything else. */
-static int write_batch(struct session *s, int *frames)
+/* Takes n frames off the head of s's queue: they are on the wire or with lws. */
+static void queue_pop_sent(struct session *s, int n)
 {
 	struct edge *e = s->e;
-	unsigned char *out = e->wbuf + LWS_PRE;
-	size_t used = 0;
-	int n = 0;
-	while (n < (int)s->qlen && n < TERN_SESSION_WRITES_PER_TURN) {
-		struct frame *f = s->q[(s->qhead + n) % s->qcap];
-		size_t wl = frame_wire_len(f);
-		if (used + wl > TERN_EDGE_WRITE_BATCH_BYTES)
-			break;
-		memcpy(out + used, frame_wire(f), wl);
-		used += wl;
-		n++;
-	}
-	unsigned char *buf = out;
-	if (n == 0) { /* one frame larger than the batch: write it in place */
-		struct frame *f = s->q[s->qhead];
-		buf = frame_wire(f);
-		used = frame_wire_len(f);
-		n = 1;
-	}
-	e->st.client_writes++;
-	if (lws_write(s->wsi, buf, used, LWS_WRITE_HTTP) < (int)used)
-		return -1;
 	for (int i = 0; i < n; i++) {
 		struct frame *f = s->q[s->qhead];
 		s->qhead = (s->qhead + 1) % s->qcap;
@@ -381,8 +359,53 @@ static int write_batch(struct session *s, int *frames)
 		e->st.messages_out += f->kind == WIRE_FRAME_MESSAGE;
 		frame_unref(f);
 	}
-	*frames += n;
-	return 0;
+}
+
+/* Everything queued for a connection goes out in as few writes as possible:
+ * frames carry their WebSocket header already (frame_wire), so one sendmsg()
+ * gathers several of them straight from the shared frames, nothing copied.
+ * When the socket takes only part, the frame it cut goes to lws with what is
+ * left of it (lws keeps those bytes and sends them before anything else, its
+ * own control frames included), and the frames after it stay queued for the
+ * writable callback. Only called while lws holds nothing unsent. */
+static int write_batch(struct session *s, int *frames)
+{
+	struct edge *e = s->e;
+	struct iovec iov[TERN_SESSION_WRITES_PER_TURN];
+	size_t used = 0;
+	int n = 0;
+	while (n < (int)s->qlen && n < TERN_SESSION_WRITES_PER_TURN) {
+		struct frame *f = s->q[(s->qhead + n) % s->qcap];
+		size_t wl = frame_wire_len(f);
+		if (n > 0 && used + wl > TERN_EDGE_WRITE_BATCH_BYTES)
+			break;
+		iov[n].iov_base = frame_wire(f);
+		iov[n].iov_len = wl;
+		used += wl;
+		n++;
+	}
+	e->st.client_writes++;
+	struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+	ssize_t w = sendmsg(lws_get_socket_fd(s->wsi), &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (w < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			return -1;
+		w = 0;
+	}
+	int done = 0;
+	size_t left = (size_t)w;
+	while (done < n && left >= iov[done].iov_len)
+		left -= iov[done++].iov_len;
+	if (done < n && left > 0) { /* cut inside a frame: lws sends the rest of it */
+		unsigned char *rest = (unsigned char *)iov[done].iov_base + left;
+		size_t rl = iov[done].iov_len - left;
+		if (lws_write(s->wsi, rest, rl, LWS_WRITE_HTTP) < (int)rl)
+			return -1;
+		done++;
+	}
+	queue_pop_sent(s, done);
+	*frames += done;
+	return done == n ? 0 : 1;
 }
 
 /* Writes s's queue now, without waiting for a writable event: a socket
@@ -398,11 +421,14 @@ static int flush_now(struct session *s)
 		lws_callback_on_writable(s->wsi);
 		return 0;
 	}
-	while (s->qlen && n < TERN_SESSION_WRITES_PER_TURN && !lws_partial_buffered(s->wsi)) {
-		if (write_batch(s, &n) != 0) {
+	while (s->qlen && n < TERN_SESSION_WRITES_PER_TURN) {
+		int r = write_batch(s, &n);
+		if (r < 0) {
 			session_close(s, 1011);
 			return n;
 		}
+		if (r > 0) /* the socket is full */
+			break;
 	}
 	if (n)
 		s->last_tx_ms = edge_now_ms(s->e);
@@ -465,12 +491,16 @@ static int on_writeable(struct session *s)
 	struct lws *wsi = s->wsi;
 	struct edge *e = s->e;
 	int n = 0;
-	while (s->qlen && n < TERN_SESSION_WRITES_PER_TURN && !lws_send_pipe_choked(wsi))
-		if (write_batch(s, &n) != 0)
+	while (s->qlen && n < TERN_SESSION_WRITES_PER_TURN && !lws_partial_buffered(wsi)) {
+		int r = write_batch(s, &n);
+		if (r < 0)
 			return -1;
+		if (r > 0) /* the socket is full */
+			break;
+	}
 	if (n)
 		s->last_tx_ms = edge_now_ms(e);
-	if (s->qlen) {
+	if (s->qlen || lws_partial_buffered(wsi)) {
 		lws_callback_on_writable(wsi);
 		return 0;
 	}

@@ -5,6 +5,7 @@ receiving everything; the slow one comes back with from_seq and misses nothing."
 
 import asyncio
 import json
+import random
 import time
 
 import ternlib as T
@@ -139,6 +140,59 @@ async def test_slow_consumer_does_not_stall_publisher_or_other_channels():
         slow.close()
         for c in (other, pub):
             await c.close()
+
+
+
+async def test_lagging_reader_gets_every_frame_whole():
+    """A reader slower than the publisher: its socket fills, so the server's
+    writes are cut inside frames over and over. Every message still arrives
+    whole, in order, with its content, and the pongs lws writes for the
+    client's pings land between frames, never inside one."""
+    rng = random.Random(6)
+    sizes = [rng.choice((1, 100, 4000, 4096, 20000, 65536, 70000, 300000)) + rng.randrange(0, 50)
+             for _ in range(160)]
+    with T.Server(config={"session_queue_max_bytes": 64 * 1024 * 1024, "max_message_bytes": 1024 * 1024}) as s:
+        ch = "lag:%d" % time.time_ns()
+        raw = RawWS(s.port, rcvbuf=4096)
+        kind, first = raw.recv_message()
+        check_eq(json.loads(first).get("op"), "connected", "raw client's first frame")
+        raw.send_json({"op": "subscribe", "channel": ch, "ref": 1})
+        kind, reply = raw.recv_message()
+        check_eq(json.loads(reply).get("op"), "ok", "raw client subscribed")
+        pub = await Client.connect(s)
+        for i, n in enumerate(sizes):
+            await pub.publish(ch, {"n": i, "pad": "%c" % (65 + i % 26) * n})
+        raw.send_frame(0x9, b"first")  # answered while the server's queue is full
+        raw.sock.settimeout(60)
+        loop = asyncio.get_running_loop()
+
+        def read_all():
+            got, pongs, pinged = [], [], False
+            while len(got) < len(sizes) or len(pongs) < 2:
+                if len(got) >= len(sizes) // 2 and not pinged:
+                    raw.send_frame(0x9, b"second")  # and one while frames flow
+                    pinged = True
+                time.sleep(0.002 if len(got) % 8 == 0 else 0)  # a reader that lags
+                kind, payload = raw.recv_message()
+                if kind == "pong":
+                    pongs.append(payload)
+                elif kind == "text":
+                    got.append(json.loads(payload))
+                else:
+                    raise T.TestFailure("unexpected %s frame %r" % (kind, payload[:60]))
+            return got, pongs
+
+        got, pongs = await asyncio.wait_for(loop.run_in_executor(None, read_all), 120)
+        check_eq(pongs, [b"first", b"second"], "each ping answered once, with its payload")
+        check_eq([m.get("seq") for m in got], list(range(1, len(sizes) + 1)), "every message, in order")
+        for i, m in enumerate(got):
+            d = m["data"]
+            check(d["n"] == i and d["pad"] == "%c" % (65 + i % 26) * sizes[i],
+                  "message %d arrived whole (%d bytes of data)" % (i, sizes[i]))
+        m = s.metrics()
+        check_eq(T.metric(m, "tern_slow_consumer_closes_total"), 0, "nobody was cut off")
+        raw.close()
+        await pub.close()
 
 
 if __name__ == "__main__":
