@@ -80,6 +80,9 @@
  * from about 2.6 to 2.1 µs (bench_fanout n1000-rate-4k). A single larger frame is
  * written on its own. */
 #define TERN_EDGE_WRITE_BATCH_BYTES (256 * 1024)
+/* Descriptors that must be free when an edge starts its WebSocket server: lws needs
+ * two or three, and a few clients should fit; with fewer the start fails. */
+#define TERN_EDGE_FDS_SPARE_MIN 8
 /* Frames per session, on average over one flush, at which the edge is behind and its next
  * flush lingers (config flush_linger_ms, default below; 0 turns lingering off). */
 #define TERN_EDGE_LINGER_FRAMES 2

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -66,6 +67,22 @@ static const struct lws_protocols protocols[] = {
 	},
 	{NULL, NULL, 0, 0, 0, NULL, 0}
 };
+
+/* Whether want (at most TERN_EDGE_FDS_SPARE_MIN) more descriptors can be opened
+ * now. lws 4.1 opens a few as it starts (/dev/urandom, its wake-up eventfd); one it
+ * cannot make it only logs, and the context it returns then keeps a timer running
+ * after it is destroyed, so a stopped edge never left its loop. */
+static bool fds_spare(int want)
+{
+	int fds[TERN_EDGE_FDS_SPARE_MIN];
+	int n = 0;
+	while (n < want && n < TERN_EDGE_FDS_SPARE_MIN && (fds[n] = eventfd(0, EFD_CLOEXEC)) >= 0)
+		n++;
+	bool ok = n == want;
+	while (n > 0)
+		close(fds[--n]);
+	return ok;
+}
 
 /* No lws validity timers: Tern sends its own heartbeats, and lws re-inserts a
  * connection's validity timer into a sorted list on every frame it receives,
@@ -229,14 +246,16 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 	info.max_http_header_data = 4096;
 	info.server_string = "tern";
 	info.retry_and_idle_policy = &no_validity_timers;
-	e->ctx = e->hb_frame ? lws_create_context(&info) : NULL;
+	bool fds_ok = fds_spare(TERN_EDGE_FDS_SPARE_MIN);
+	e->ctx = e->hb_frame && fds_ok ? lws_create_context(&info) : NULL;
 	e->listen_vhost = e->ctx ? lws_get_vhost_by_name(e->ctx, "default") : NULL;
 	if (e->ctx && !e->listen_vhost) {
 		lws_context_destroy(e->ctx);
 		e->ctx = NULL;
 	}
 	if (!e->ctx) {
-		snprintf(why, why_len, "cannot listen on %s:%d", host, port);
+		snprintf(why, why_len, "cannot listen on %s:%d%s", host, port,
+			 fds_ok ? "" : ": Too many open files");
 		/* The handles are on the loop now: e is freed once they are
 		 * closed, when the caller runs the loop (as after edge_free). */
 		edge_free(e);

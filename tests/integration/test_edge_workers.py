@@ -353,6 +353,65 @@ def test_too_few_descriptors_end_with_one_line():
         node.cleanup()
 
 
+def test_just_enough_descriptors_start_and_stop_or_say_why():
+    """Around the smallest open-files limit an edge or dev can start with,
+    every start either fails with one line and exit 1, or listens and then
+    drains and exits 0 on SIGTERM. Just above the limit where a start
+    failed, lws once could not make its wake-up eventfd, went on, and the
+    process said "stopped" but never exited."""
+    node = C.Node("n1").start()
+    try:
+        d = T.tmpdir()
+        started, refused = set(), set()
+        for nofile in range(12, 31):  # every limit: where it hangs depends on what is open
+            cmds = {
+                "edge": ["edge", "--region", "r1", "--listen", "%s:%d" % (T.HOST, T.free_port()),
+                         "--nodes", node.addr],
+                "dev": ["dev", "--listen", "%s:%d" % (T.HOST, T.free_port()),
+                        "--data", os.path.join(d, "dev%d" % nofile)],
+            }
+            for what, args in cmds.items():
+                label = "%s with ulimit -n %d" % (what, nofile)
+                errf = os.path.join(d, "err-%s-%d" % (what, nofile))
+                with open(errf, "wb") as ef:
+                    p = subprocess.Popen([T.TERN] + args, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=ef,
+                                         preexec_fn=lambda n=nofile: resource.setrlimit(
+                                             resource.RLIMIT_NOFILE, (n, n)))
+                try:
+                    t_end = time.monotonic() + 10
+                    while p.poll() is None and time.monotonic() < t_end:
+                        with open(errf, "rb") as ef:
+                            if b"listening on" in ef.read():
+                                break
+                        time.sleep(0.05)
+                    if p.poll() is None:
+                        started.add((what, nofile))
+                        time.sleep(0.3)  # its links come up, as in a real start
+                        p.send_signal(signal.SIGTERM)
+                        try:
+                            rc = p.wait(15)
+                        except subprocess.TimeoutExpired:
+                            raise T.TestFailure("%s: still running 15 s after SIGTERM" % label)
+                        check_eq(rc, 0, "%s: exit code after SIGTERM" % label)
+                    else:
+                        refused.add((what, nofile))
+                        err = open(errf, "rb").read().decode(errors="replace")
+                        check_eq(p.returncode, 1, "%s: exit code of a start that failed" % label, err)
+                        check("open files" in err or "unable to open" in err or "cannot" in err,
+                              "%s says why" % label, err)
+                finally:
+                    if p.poll() is None:
+                        p.kill()
+                        p.wait()
+        for what in ("edge", "dev"):
+            check(any(w == what for w, _ in started) and any(w == what for w, _ in refused),
+                  "%s both started and was refused over these limits" % what, (started, refused))
+    finally:
+        node.stop()
+        node.cleanup()
+
+
 def test_bad_starts_say_why_and_leave_nothing_behind():
     node = C.Node("n1").start()
     held = socket.socket()
