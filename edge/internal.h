@@ -122,9 +122,11 @@ struct session {
 	uint32_t refs;	  /* the wsi's and each request in flight */
 	int close_code;	  /* non-zero: closing after the queue drains */
 	bool close_sent;  /* our close frame is out; waiting for the reply */
-	/* outbound ring */
+	/* outbound ring, and what every flush reads beside it (one cache line) */
 	struct frame **q;
 	size_t qhead, qlen, qcap, qbytes;
+	uint32_t waiting_drain;
+	uint64_t last_tx_ms;
 	/* inbound reassembly */
 	unsigned char *rx;
 	size_t rxlen, rxcap;
@@ -135,8 +137,6 @@ struct session {
 	struct list subs; /* struct esub */
 	uint32_t nsubs;
 	struct list consumers; /* struct sconsumer (qsession.c) */
-	uint32_t waiting_drain;
-	uint64_t last_tx_ms;
 	char id[40];
 };
 

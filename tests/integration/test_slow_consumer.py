@@ -31,16 +31,22 @@ def read_until_close(raw, max_frames=100000):
     raise T.TestFailure("no close frame after %d frames" % max_frames)
 
 
+def raw_subscriber(port, ch):
+    """A raw client with a tiny receive buffer, subscribed to ch."""
+    raw = RawWS(port, rcvbuf=4096)
+    kind, first = raw.recv_message()
+    check_eq(json.loads(first).get("op"), "connected", "raw client's first frame")
+    raw.send_json({"op": "subscribe", "channel": ch, "ref": 1})
+    kind, reply = raw.recv_message()
+    check_eq(json.loads(reply).get("op"), "ok", "raw client subscribed")
+    return raw
+
+
 async def test_slow_consumer_closed_4008_others_unaffected():
     with T.Server(config={"session_queue_max_bytes": QUEUE_BYTES}) as s:
         ch = "slow:%d" % time.time_ns()
         # The slow one: a raw socket with a tiny receive buffer that stops reading.
-        slow = RawWS(s.port, rcvbuf=4096)
-        kind, first = slow.recv_message()
-        check_eq(json.loads(first).get("op"), "connected", "raw client's first frame")
-        slow.send_json({"op": "subscribe", "channel": ch, "ref": 1})
-        kind, reply = slow.recv_message()
-        check_eq(json.loads(reply).get("op"), "ok", "raw client subscribed")
+        slow = raw_subscriber(s.port, ch)
 
         fast = await Client.connect(s)
         await fast.subscribe(ch)
@@ -151,14 +157,10 @@ async def test_lagging_reader_gets_every_frame_whole():
     rng = random.Random(6)
     sizes = [rng.choice((1, 100, 4000, 4096, 20000, 65536, 70000, 300000)) + rng.randrange(0, 50)
              for _ in range(160)]
-    with T.Server(config={"session_queue_max_bytes": 64 * 1024 * 1024, "max_message_bytes": 1024 * 1024}) as s:
+    with T.Server(config={"session_queue_max_bytes": 64 * 1024 * 1024,
+                          "max_message_bytes": 1024 * 1024}) as s:
         ch = "lag:%d" % time.time_ns()
-        raw = RawWS(s.port, rcvbuf=4096)
-        kind, first = raw.recv_message()
-        check_eq(json.loads(first).get("op"), "connected", "raw client's first frame")
-        raw.send_json({"op": "subscribe", "channel": ch, "ref": 1})
-        kind, reply = raw.recv_message()
-        check_eq(json.loads(reply).get("op"), "ok", "raw client subscribed")
+        raw = raw_subscriber(s.port, ch)
         pub = await Client.connect(s)
         for i, n in enumerate(sizes):
             await pub.publish(ch, {"n": i, "pad": "%c" % (65 + i % 26) * n})
