@@ -3,6 +3,7 @@
  * 127.0.0.1 port, the edge dials it (one control link and K data links). */
 #include "dev.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,8 +122,10 @@ int tern_dev_main(int argc, char **argv)
 	struct node_svc_config sc = {
 		.loop = &d->loop, .broker = d->host.broker, .cfg = &d->cfg, .log = stderr,
 	};
-	if (node_svc_new(&d->svc, &sc) != 0 || node_svc_listen(d->svc, "127.0.0.1", 0) != 0) {
-		fprintf(stderr, "tern: cannot start the node's link listener on 127.0.0.1\n");
+	int lrc = node_svc_new(&d->svc, &sc) != 0 ? -ENOMEM : node_svc_listen(d->svc, "127.0.0.1", 0);
+	if (lrc != 0) {
+		fprintf(stderr, "tern: cannot start the node's link listener on 127.0.0.1: %s\n",
+			strerror(-lrc));
 		rc = 1;
 		goto out_node;
 	}
