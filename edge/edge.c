@@ -60,9 +60,10 @@ static const struct lws_protocols protocols[] = {
 		/* lws allocates this per connection on its first read: kept small
 		 * for idle connections; larger frames arrive in several pieces. */
 		.rx_buffer_size = 1024,
-		/* Without it lws cuts every send to rx_buffer_size: a 4 KiB
-		 * delivery took four send() calls and a batch of queued frames
-		 * sixty-four. One batch (or one large frame) is one send. */
+		/* Without it lws cuts every send to rx_buffer_size. Frames go out
+		 * with Tern's own sendmsg() (session.c, write_batch); lws writes
+		 * what a full socket did not take of one, and close frames, each
+		 * in one send. */
 		.tx_packet_size = LWS_PRE + TERN_EDGE_WRITE_BATCH_BYTES,
 	},
 	{NULL, NULL, 0, 0, 0, NULL, 0}
