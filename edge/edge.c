@@ -69,17 +69,17 @@ static const struct lws_protocols protocols[] = {
 	{NULL, NULL, 0, 0, 0, NULL, 0}
 };
 
-/* Whether want (at most TERN_EDGE_FDS_SPARE_MIN) more descriptors can be opened
- * now. lws 4.1 opens a few as it starts (/dev/urandom, its wake-up eventfd); one it
- * cannot make it only logs, and the context it returns then keeps a timer running
+/* Whether TERN_EDGE_FDS_SPARE_MIN more descriptors can be opened now. lws 4.1
+ * opens a few as it starts (/dev/urandom, its wake-up eventfd); one it cannot
+ * make it only logs, and the context it returns then keeps a timer running
  * after it is destroyed, so a stopped edge never left its loop. */
-static bool fds_spare(int want)
+static bool fds_spare(void)
 {
 	int fds[TERN_EDGE_FDS_SPARE_MIN];
 	int n = 0;
-	while (n < want && n < TERN_EDGE_FDS_SPARE_MIN && (fds[n] = eventfd(0, EFD_CLOEXEC)) >= 0)
+	while (n < TERN_EDGE_FDS_SPARE_MIN && (fds[n] = eventfd(0, EFD_CLOEXEC)) >= 0)
 		n++;
-	bool ok = n == want;
+	bool ok = n == TERN_EDGE_FDS_SPARE_MIN;
 	while (n > 0)
 		close(fds[--n]);
 	return ok;
@@ -247,7 +247,7 @@ int edge_start(struct edge **out, const struct edge_config *ec, char *why, size_
 	info.max_http_header_data = 4096;
 	info.server_string = "tern";
 	info.retry_and_idle_policy = &no_validity_timers;
-	bool fds_ok = fds_spare(TERN_EDGE_FDS_SPARE_MIN);
+	bool fds_ok = fds_spare();
 	e->ctx = e->hb_frame && fds_ok ? lws_create_context(&info) : NULL;
 	e->listen_vhost = e->ctx ? lws_get_vhost_by_name(e->ctx, "default") : NULL;
 	if (e->ctx && !e->listen_vhost) {
@@ -309,27 +309,27 @@ void edge_metrics(struct edge *e, struct fbuf *b)
 	const struct edge_stats *st = &e->st;
 	edge_metric(b, "tern_connections", "gauge", "WebSocket connections open", st->connections);
 	edge_metric(b, "tern_connections_total", "counter", "WebSocket connections accepted",
-	       st->connections_total);
+		    st->connections_total);
 	edge_metric(b, "tern_subscriptions", "gauge", "Channel subscriptions held by sessions",
-	       st->subscriptions);
+		    st->subscriptions);
 	edge_metric(b, "tern_edge_upstream_subscriptions", "gauge",
-	       "Channels with one upstream subscription", st->upstream_subs);
+		    "Channels with one upstream subscription", st->upstream_subs);
 	edge_metric(b, "tern_messages_in_total", "counter", "Messages published and acknowledged",
-	       st->messages_in);
+		    st->messages_in);
 	edge_metric(b, "tern_messages_out_total", "counter", "Message frames written to clients",
-	       st->messages_out);
+		    st->messages_out);
 	edge_metric(b, "tern_bytes_out_total", "counter", "WebSocket payload bytes written",
-	       st->bytes_out);
+		    st->bytes_out);
 	edge_metric(b, "tern_slow_consumer_closes_total", "counter",
-	       "Sessions closed with 4008 (slow consumer)", st->slow_closes);
+		    "Sessions closed with 4008 (slow consumer)", st->slow_closes);
 	edge_metric(b, "tern_client_errors_total", "counter", "Error frames sent to WebSocket clients",
-	       st->protocol_errors);
+		    st->protocol_errors);
 	edge_metric(b, "tern_http_requests_total", "counter", "HTTP requests served", st->http_requests);
 	edge_metric(b, "tern_client_writes_total", "counter",
-	       "Writes to WebSocket clients, each carrying one or more frames", st->client_writes);
+		    "Writes to WebSocket clients, each carrying one or more frames", st->client_writes);
 	edge_metric(b, "tern_flush_lingers_total", "counter",
-	       "Flushes that waited flush_linger_ms for more frames, the edge being behind",
-	       st->flush_lingers);
+		    "Flushes that waited flush_linger_ms for more frames, the edge being behind",
+		    st->flush_lingers);
 	if (e->metrics_extra)
 		e->metrics_extra(e->metrics_arg, b);
 }

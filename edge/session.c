@@ -408,6 +408,22 @@ static int write_batch(struct session *s, int *frames)
 	return done == n ? 0 : 1;
 }
 
+/* Writes s's queue until it is empty, the socket is full or
+ * TERN_SESSION_WRITES_PER_TURN frames went out (*frames counts them): 0, or -1
+ * when the connection failed. Only while lws holds nothing unsent (write_batch
+ * hands lws bytes only when the socket is full, and then stops). */
+static int write_queue(struct session *s, int *frames)
+{
+	int r = 0;
+	while (r == 0 && s->qlen && *frames < TERN_SESSION_WRITES_PER_TURN)
+		r = write_batch(s, frames);
+	if (r < 0)
+		return -1;
+	if (*frames)
+		s->last_tx_ms = edge_now_ms(s->e);
+	return 0;
+}
+
 /* Writes s's queue now, without waiting for a writable event: a socket
  * usually has room, and arming POLLOUT per delivery (an epoll_ctl each way)
  * cost as much as the send itself. Only a socket that is full, or a close to
@@ -421,17 +437,10 @@ static int flush_now(struct session *s)
 		lws_callback_on_writable(s->wsi);
 		return 0;
 	}
-	while (s->qlen && n < TERN_SESSION_WRITES_PER_TURN) {
-		int r = write_batch(s, &n);
-		if (r < 0) {
-			session_close(s, 1011);
-			return n;
-		}
-		if (r > 0) /* the socket is full */
-			break;
+	if (write_queue(s, &n) != 0) {
+		session_close(s, 1011);
+		return n;
 	}
-	if (n)
-		s->last_tx_ms = edge_now_ms(s->e);
 	if (s->qlen)
 		lws_callback_on_writable(s->wsi);
 	else
@@ -489,17 +498,9 @@ void sessions_flush(struct edge *e)
 static int on_writeable(struct session *s)
 {
 	struct lws *wsi = s->wsi;
-	struct edge *e = s->e;
 	int n = 0;
-	while (s->qlen && n < TERN_SESSION_WRITES_PER_TURN && !lws_partial_buffered(wsi)) {
-		int r = write_batch(s, &n);
-		if (r < 0)
-			return -1;
-		if (r > 0) /* the socket is full */
-			break;
-	}
-	if (n)
-		s->last_tx_ms = edge_now_ms(e);
+	if (!lws_partial_buffered(wsi) && write_queue(s, &n) != 0)
+		return -1;
 	if (s->qlen || lws_partial_buffered(wsi)) {
 		lws_callback_on_writable(wsi);
 		return 0;

@@ -303,12 +303,15 @@ def test_handshake_timeout_holds_on_every_worker():
         s.close()
 
 
+def nofile_limit(nofile):
+    """A preexec_fn that sets the child's open files limit (soft and hard)."""
+    return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+
 def run_tern(args, timeout=20, nofile=None):
-    def limit():
-        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
     return subprocess.run([T.TERN] + args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, timeout=timeout,
-                          preexec_fn=limit if nofile else None)
+                          preexec_fn=nofile_limit(nofile) if nofile else None)
 
 
 def test_too_few_descriptors_end_with_one_line():
@@ -376,8 +379,7 @@ def test_just_enough_descriptors_start_and_stop_or_say_why():
                 with open(errf, "wb") as ef:
                     p = subprocess.Popen([T.TERN] + args, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=ef,
-                                         preexec_fn=lambda n=nofile: resource.setrlimit(
-                                             resource.RLIMIT_NOFILE, (n, n)))
+                                         preexec_fn=nofile_limit(nofile))
                 try:
                     t_end = time.monotonic() + 10
                     while p.poll() is None and time.monotonic() < t_end:
