@@ -367,7 +367,9 @@ static void queue_pop_sent(struct session *s, int n)
  * When the socket takes only part, the frame it cut goes to lws with what is
  * left of it (lws keeps those bytes and sends them before anything else, its
  * own control frames included), and the frames after it stay queued for the
- * writable callback. Only called while lws holds nothing unsent. */
+ * writable callback. Only called while lws holds nothing unsent. 0: all
+ * written; 1: the socket is full (and lws may hold a frame's rest); -1: the
+ * connection failed. */
 static int write_batch(struct session *s, int *frames)
 {
 	struct edge *e = s->e;
@@ -396,7 +398,8 @@ static int write_batch(struct session *s, int *frames)
 	size_t left = (size_t)w;
 	while (done < n && left >= iov[done].iov_len)
 		left -= iov[done++].iov_len;
-	if (done < n && left > 0) { /* cut inside a frame: lws sends the rest of it */
+	bool full = done < n;
+	if (full && left > 0) { /* cut inside a frame: lws sends the rest of it */
 		unsigned char *rest = (unsigned char *)iov[done].iov_base + left;
 		size_t rl = iov[done].iov_len - left;
 		if (lws_write(s->wsi, rest, rl, LWS_WRITE_HTTP) < (int)rl)
@@ -405,7 +408,8 @@ static int write_batch(struct session *s, int *frames)
 	}
 	queue_pop_sent(s, done);
 	*frames += done;
-	return done == n ? 0 : 1;
+	/* Full, even when the frame cut was the batch's last: lws holds its rest. */
+	return full ? 1 : 0;
 }
 
 /* Writes s's queue until it is empty, the socket is full or
